@@ -1,0 +1,164 @@
+"""The scanned MLP: grouping, scan against layer-by-layer, vmap against a loop, grads."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxstab as js
+
+SIZES = [6, 16, 16, 16, 16, 4]
+
+
+def _unrolled(params, x, phi):
+    """The same network written as a plain Python loop over single layers."""
+    h = x
+    pre = []
+    for group in params["hidden"]:
+        for i in range(group["w"].shape[0]):
+            z = h @ group["w"][i] + group["b"][i][None]
+            pre.append(z)
+            h = phi(z)
+    return h @ params["output"]["w"] + params["output"]["b"][None], pre
+
+
+def test_structure_groups_equal_layers():
+    params = js.init_mlp(jax.random.key(0), [64, 128, 128, 128, 64, 64, 10])
+    shapes = jax.tree.map(lambda a: a.shape, params)
+    assert shapes == {
+        "hidden": [
+            {"w": (1, 64, 128), "b": (1, 128)},
+            {"w": (2, 128, 128), "b": (2, 128)},
+            {"w": (1, 128, 64), "b": (1, 64)},
+            {"w": (1, 64, 64), "b": (1, 64)},
+        ],
+        "output": {"w": (64, 10), "b": (10,)},
+    }
+    assert js.mlp_sizes(params) == [64, 128, 128, 128, 64, 64, 10]
+
+
+def test_layer_weights_follow_their_own_key_and_init():
+    key = jax.random.key(1)
+    params = js.init_mlp(key, SIZES, weight_init=js.xavier_normal(), bias_init=js.normal(0.1))
+    keys = jax.random.split(key, len(SIZES) - 1)
+    k_w, k_b = jax.random.split(keys[2])
+    np.testing.assert_array_equal(
+        params["hidden"][1]["w"][1], js.xavier_normal()(k_w, (16, 16), jnp.float32)
+    )
+    np.testing.assert_array_equal(params["hidden"][1]["b"][1], js.normal(0.1)(k_b, (16,)))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "selu"])
+@pytest.mark.parametrize("sizes", [SIZES, [6, 16, 8, 8, 12, 4], [6, 4]])
+def test_scan_equals_layer_by_layer(activation, sizes):
+    params = js.init_mlp(jax.random.key(2), sizes, bias_init=js.normal(0.1))
+    x = jax.random.normal(jax.random.key(3), (5, sizes[0]))
+    logits, pre = js.apply_mlp(params, x, activation, capture=True)
+    ref_logits, ref_pre = _unrolled(params, x, js.get_activation(activation))
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert len(pre) == len(sizes) - 2
+    for z, z_ref in zip(pre, ref_pre):
+        np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(js.apply_mlp(params, x, activation), logits)
+
+
+def test_capture_stacks_equal_widths():
+    params = js.init_mlp(jax.random.key(0), SIZES)
+    _, pre = js.apply_mlp(params, jnp.ones((3, 6)), capture=True)
+    chex.assert_shape(pre, (4, 3, 16))
+
+
+def test_vmap_over_seeds_equals_loop():
+    keys = jax.random.split(jax.random.key(4), 4)
+    x = jax.random.normal(jax.random.key(5), (7, SIZES[0]))
+    params = jax.vmap(lambda k: js.init_mlp(k, SIZES))(keys)
+    batched = jax.vmap(lambda p: js.apply_mlp(p, x, "tanh"))(params)
+    for i, k in enumerate(keys):
+        single = js.apply_mlp(js.init_mlp(k, SIZES), x, "tanh")
+        np.testing.assert_allclose(batched[i], single, rtol=1e-5, atol=1e-6)
+
+
+def test_callable_activation_matches_name():
+    params = js.init_mlp(jax.random.key(6), SIZES)
+    x = jnp.ones((2, 6))
+    np.testing.assert_array_equal(
+        js.apply_mlp(params, x, jnp.tanh), js.apply_mlp(params, x, "tanh")
+    )
+
+
+def _loss(params, x, y, activation="tanh", remat=False):
+    logits = js.apply_mlp(params, x, activation, remat=remat)
+    return jnp.mean(js.softmax_cross_entropy(logits, y))
+
+
+def test_check_grads_through_the_scan():
+    params = js.init_mlp(jax.random.key(7), [3, 5, 5, 5, 2], weight_init=js.xavier_normal())
+    x = jax.random.normal(jax.random.key(8), (4, 3))
+    y = jnp.array([0, 1, 1, 0])
+    # float32 finite differences: eps 1e-2 balances truncation against rounding.
+    check_grads(
+        lambda p: _loss(p, x, y), (params,), order=1, modes=("rev",), eps=1e-2, atol=2e-2, rtol=2e-2
+    )
+    check_grads(
+        lambda xx: js.apply_mlp(params, xx, "tanh"),
+        (x,),
+        order=2,
+        modes=("fwd", "rev"),
+        eps=1e-2,
+        atol=2e-2,
+        rtol=2e-2,
+    )
+
+
+def test_remat_gives_the_same_gradients():
+    params = js.init_mlp(jax.random.key(9), [8] + [32] * 12 + [3])
+    x = jax.random.normal(jax.random.key(10), (16, 8))
+    y = jnp.arange(16) % 3
+    g = jax.grad(_loss)(params, x, y, "relu", False)
+    g_remat = jax.grad(_loss)(params, x, y, "relu", True)
+    chex.assert_trees_all_close(g, g_remat, rtol=1e-5, atol=1e-6)
+
+
+def test_one_trace_per_jitted_function():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def grad_fn(params, x, y):
+        return jax.grad(_loss)(params, x, y)
+
+    y = jnp.array([0, 1, 2])
+    for seed in range(3):
+        params = js.init_mlp(jax.random.key(seed), [4, 8, 8, 8, 3])
+        grad_fn(params, jax.random.normal(jax.random.key(seed), (3, 4)), y)
+
+
+def test_depth_does_not_grow_the_program():
+    """The jaxpr of a deep net is the size of a shallow one: depth is a scan length."""
+
+    def n_eqns(depth):
+        params = jax.eval_shape(lambda: js.init_mlp(jax.random.key(0), [8] + [16] * depth + [2]))
+        jaxpr = jax.make_jaxpr(jax.grad(_loss))(params, jnp.ones((4, 8)), jnp.zeros(4, int))
+        return len(jaxpr.eqns)
+
+    assert n_eqns(256) == n_eqns(4)
+
+
+@pytest.mark.parametrize(
+    "sizes,match",
+    [
+        ([5], r"at least 2 positive ints, got \[5\]"),
+        ([5, 0, 3], r"got \[5, 0, 3\]"),
+        ([5, 2.5, 3], r"got \[5, 2.5, 3\]"),
+        (7, "sizes must be a sequence of positive ints, got 7"),
+    ],
+)
+def test_bad_sizes(sizes, match):
+    with pytest.raises(ValueError, match=match):
+        js.init_mlp(jax.random.key(0), sizes)
+
+
+def test_bad_input_rank():
+    params = js.init_mlp(jax.random.key(0), [4, 3])
+    with pytest.raises(ValueError, match=r"x must be a batch \[batch, d_in\], got shape \(4,\)"):
+        js.apply_mlp(params, jnp.ones(4))
