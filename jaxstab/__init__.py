@@ -37,10 +37,12 @@ from jaxstab._losses import accuracy as accuracy
 from jaxstab._losses import log_softmax as log_softmax
 from jaxstab._losses import softmax as softmax
 from jaxstab._losses import softmax_cross_entropy as softmax_cross_entropy
+from jaxstab._lsuv import lsuv as lsuv
 from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
 from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._train import make_train_step as make_train_step
+from jaxstab import diagnostics as diagnostics
 
 __version__ = "0.1.0"
 
@@ -56,6 +58,7 @@ __all__ = [
     "clip_by_global_norm",
     "clip_by_layer_norm",
     "compute_fans",
+    "diagnostics",
     "constant",
     "find_clip_state",
     "get_activation",
@@ -70,6 +73,7 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "log_softmax",
+    "lsuv",
     "make_train_step",
     "mlp_sizes",
     "normal",

@@ -155,15 +155,24 @@ def scan_hidden(
 
         body = jax.checkpoint(layer) if remat else layer
         group_offsets = None if offsets is None else offsets[i]
-        if group["w"].shape[-2] == group["w"].shape[-1]:
-            h, out = lax.scan(body, h, (group, group_offsets))
-        else:
-            # A width change is a group of one layer (its carry changes shape).
-            xs = jax.tree.map(lambda a: a[0], (group, group_offsets))
-            h, out = body(h, xs)
-            out = jax.tree.map(lambda a: a[None], out)
+        h, out = scan_group(body, h, group, (group, group_offsets))
         collected.append(out)
     return h, collected
+
+
+def scan_group(
+    body: Callable[[Array, Any], tuple[Array, Any]], h: Array, group: dict[str, Array], xs: Any
+) -> tuple[Array, Any]:
+    """``lax.scan(body, h, xs)`` over one group's stacked layers.
+
+    A group that changes the width has one layer (the carry changes shape, so
+    it cannot be scanned): ``body`` is applied to it directly and its output
+    given the same leading axis of length 1.
+    """
+    if group["w"].shape[-2] == group["w"].shape[-1]:
+        return lax.scan(body, h, xs)
+    h, out = body(h, jax.tree.map(lambda a: a[0], xs))
+    return h, jax.tree.map(lambda a: a[None], out)
 
 
 def apply_mlp(
