@@ -37,6 +37,8 @@ class ClipState(NamedTuple):
 
 
 def _check_threshold(name: str, value: float) -> float:
+    if isinstance(value, jax.core.Tracer):
+        return value  # type: ignore[return-value]  # a traced hyperparameter (vmapped sweeps)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

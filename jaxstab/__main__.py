@@ -1,0 +1,3 @@
+from jaxstab.cli import main
+import sys
+sys.exit(main())
