@@ -1,3 +1,5 @@
-from jaxstab.cli import main
 import sys
+
+from jaxstab.cli import main
+
 sys.exit(main())

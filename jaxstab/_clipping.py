@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxstab._typing import Array
@@ -36,12 +37,12 @@ class ClipState(NamedTuple):
     num_nonfinite: Array  # [] int32: number of updates whose norm was inf or NaN.
 
 
-def _check_threshold(name: str, value: float) -> float:
+def _check_threshold(name: str, value: float | Array) -> float | Array:
     if isinstance(value, jax.core.Tracer):
-        return value  # type: ignore[return-value]  # a traced hyperparameter (vmapped sweeps)
+        return value  # a traced hyperparameter (vmapped sweeps): checked by the caller
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, (int, float, np.floating, np.integer))
         or not math.isfinite(value)
         or value <= 0
     ):
@@ -88,7 +89,7 @@ def _finish(
 
 
 def clip_by_global_norm(
-    max_norm: float, *, nonfinite: str = "zero"
+    max_norm: float | Array, *, nonfinite: str = "zero"
 ) -> optax.GradientTransformation:
     """Rescales the whole gradient to global norm at most ``max_norm``.
 
@@ -124,7 +125,9 @@ def clip_by_global_norm(
     return optax.GradientTransformation(_init, update_fn)
 
 
-def clip_by_layer_norm(max_norm: float, *, nonfinite: str = "zero") -> optax.GradientTransformation:
+def clip_by_layer_norm(
+    max_norm: float | Array, *, nonfinite: str = "zero"
+) -> optax.GradientTransformation:
     """Rescales each parameter array on its own to norm at most ``max_norm``.
 
     A stacked group of layers (leading depth axis) is one array here; its
@@ -169,7 +172,7 @@ def _unit_norm(path: tuple[Any, ...], x: Array) -> Array:
 
 
 def adaptive_clip(
-    clipping: float, eps: float = 1e-3, *, nonfinite: str = "zero"
+    clipping: float | Array, eps: float | Array = 1e-3, *, nonfinite: str = "zero"
 ) -> optax.GradientTransformation:
     """Adaptive gradient clipping: unit-wise ``||G_i|| <= clipping * max(||W_i||, eps)``.
 

@@ -15,7 +15,7 @@ so the traced program (and its compile time) does not grow with depth. A
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from jax import lax
 
 from jaxstab._activations import get_activation
 from jaxstab._initializers import Initializer, he_normal, zeros
-from jaxstab._typing import ActivationLike, Array, DTypeLike, Params, PRNGKey
+from jaxstab._typing import ActivationLike, Array, ArrayLike, DTypeLike, Params, PRNGKey
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -175,9 +175,31 @@ def scan_group(
     return h, jax.tree.map(lambda a: a[None], out)
 
 
+@overload
 def apply_mlp(
     params: Params,
-    x: Array,
+    x: ArrayLike,
+    activation: ActivationLike = ...,
+    *,
+    capture: Literal[False] = ...,
+    remat: bool = ...,
+) -> Array: ...
+
+
+@overload
+def apply_mlp(
+    params: Params,
+    x: ArrayLike,
+    activation: ActivationLike = ...,
+    *,
+    capture: Literal[True],
+    remat: bool = ...,
+) -> tuple[Array, Any]: ...
+
+
+def apply_mlp(
+    params: Params,
+    x: ArrayLike,
     activation: ActivationLike = "relu",
     *,
     capture: bool = False,

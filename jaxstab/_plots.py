@@ -52,10 +52,12 @@ def loss_vs_depth(rows: Sequence[dict[str, Any]], path: Path) -> None:
     activations = sorted({r["activation"] for r in rows})
     many_lr = len({r["lr"] for r in rows}) > 1
     many_clip = len({r["clip"] for r in rows}) > 1
-    fig, axes = plt.subplots(1, len(activations), figsize=(4.2 * len(activations), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(activations), figsize=(4.2 * len(activations), 3.6), squeeze=False
+    )
     for ax, act in zip(axes[0], activations):
         sub = [r for r in rows if r["activation"] == act]
-        key = lambda r: (r["init"], r["lr"], str(r["clip"]), r["optimizer"], r["width"])  # noqa: E731
+        key = lambda r: (r["init"], r["lr"], str(r["clip"]), r["optimizer"], r["width"])
         for k, group in itertools.groupby(sorted(sub, key=key), key=key):
             g = list(group)
             depths = sorted({r["depth"] for r in g})
@@ -82,7 +84,7 @@ def divergence(rows: Sequence[dict[str, Any]], path: Path) -> None:
     by_lr = len({r["lr"] for r in rows}) > 1
     x_field = "lr" if by_lr else "depth"
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    key = lambda r: (r["activation"], r["init"], str(r["clip"]), r["optimizer"])  # noqa: E731
+    key = lambda r: (r["activation"], r["init"], str(r["clip"]), r["optimizer"])
     for k, group in itertools.groupby(sorted(rows, key=key), key=key):
         g = list(group)
         xs = sorted({r[x_field] for r in g})
@@ -123,9 +125,17 @@ def layer_stats_vs_theory(
     plt = _pyplot()
     activations = sorted({r["activation"] for r in rows})
     depth = max(r["depth"] for r in rows)
-    fig, axes = plt.subplots(2, len(activations), figsize=(4.2 * len(activations), 6.4), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(activations), figsize=(4.2 * len(activations), 6.4), squeeze=False
+    )
     for col, act in enumerate(activations):
-        names = sorted({(r["init"], r["name"], r["width"]) for r in rows if r["activation"] == act and r["depth"] == depth})
+        names = sorted(
+            {
+                (r["init"], r["name"], r["width"])
+                for r in rows
+                if r["activation"] == act and r["depth"] == depth
+            }
+        )
         seen = set()
         for init, name, width in names:
             if init in seen:
@@ -176,7 +186,11 @@ def draw_all(out: Path) -> list[Path]:
     """Draws every figure of a sweep directory from its files; returns their paths."""
     rows = sweep.read_rows(out)
     figures = out / "figures"
-    paths = [figures / "loss_vs_depth.png", figures / "divergence.png", figures / "layer_stats_init.png"]
+    paths = [
+        figures / "loss_vs_depth.png",
+        figures / "divergence.png",
+        figures / "layer_stats_init.png",
+    ]
     loss_vs_depth(rows, paths[0])
     divergence(rows, paths[1])
     with np.load(out / "layer_stats.npz") as f:

@@ -27,11 +27,15 @@ class UsageError(Exception):
     """A bad command-line value; reported with exit status 2."""
 
 
-def _list(kind: Callable[[str], Any], what: str, choices: Sequence[str] | None = None) -> Callable[[str], tuple[Any, ...]]:
+def _list(
+    kind: Callable[[str], Any], what: str, choices: Sequence[str] | None = None
+) -> Callable[[str], tuple[Any, ...]]:
     def parse(text: str) -> tuple[Any, ...]:
         items = [t.strip() for t in text.split(",")]
         if not text.strip() or any(not t for t in items):
-            raise argparse.ArgumentTypeError(f"malformed list {text!r} for {what}: expected comma-separated values like 2,4,8")
+            raise argparse.ArgumentTypeError(
+                f"malformed list {text!r} for {what}: expected comma-separated values like 2,4,8"
+            )
         out = []
         for t in items:
             if choices is not None and t not in choices:
@@ -55,6 +59,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _single(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from None
+
+    parse.__name__ = what
+    return parse
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not (value > 0 and value != float("inf")):
@@ -71,24 +86,94 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="train a grid of MLPs over many seeds and write results")
     d = DEFAULTS
-    join = lambda v: ",".join("none" if x is None else str(x) for x in v)  # noqa: E731
-    s.add_argument("--depths", type=_list(_positive_int, "depth (a positive int)"), default=d.depths, help=f"hidden layers (default {join(d.depths)})")
-    s.add_argument("--widths", type=_list(_positive_int, "width (a positive int)"), default=d.widths, help=f"default {join(d.widths)}")
-    s.add_argument("--activations", type=_list(str, "activation", ACTIVATIONS), default=d.activations, help=f"of {', '.join(ACTIVATIONS)} (default {join(d.activations)})")
-    s.add_argument("--inits", type=_list(str, "init", tuple(INITIALIZERS)), default=d.inits, help=f"of {', '.join(INITIALIZERS)} (default {join(d.inits)})")
-    s.add_argument("--optimizers", type=_list(str, "optimizer", OPTIMIZERS), default=d.optimizers, help=f"of {', '.join(OPTIMIZERS)} (default {join(d.optimizers)})")
-    s.add_argument("--lrs", type=_list(_positive_float, "learning rate (a positive number)"), default=d.lrs, help=f"default {join(d.lrs)}")
-    s.add_argument("--clips", type=_list(_clip, "clip (none or a positive number)"), default=d.clips, help=f"global-norm thresholds, none for no clipping (default {join(d.clips)})")
-    s.add_argument("--seeds", type=_positive_int, default=d.seeds, help=f"seeds per configuration (default {d.seeds})")
-    s.add_argument("--steps", type=_positive_int, default=d.steps, help=f"default {d.steps}")
-    s.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
-    s.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help=f"default {d.eval_every}")
-    s.add_argument("--dataset", default=d.dataset, help="digits, teacher, mixture or a .npz path (default digits)")
-    s.add_argument("--seed", type=int, default=d.seed, help="base PRNG seed (default 0)")
-    s.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)")
-    s.add_argument("--resume", action="store_true", help="skip configurations already finished in --out")
+    join = lambda v: ",".join("none" if x is None else str(x) for x in v)
+    s.add_argument(
+        "--depths",
+        type=_list(_positive_int, "depth (a positive int)"),
+        default=d.depths,
+        help=f"hidden layers (default {join(d.depths)})",
+    )
+    s.add_argument(
+        "--widths",
+        type=_list(_positive_int, "width (a positive int)"),
+        default=d.widths,
+        help=f"default {join(d.widths)}",
+    )
+    s.add_argument(
+        "--activations",
+        type=_list(str, "activation", ACTIVATIONS),
+        default=d.activations,
+        help=f"of {', '.join(ACTIVATIONS)} (default {join(d.activations)})",
+    )
+    s.add_argument(
+        "--inits",
+        type=_list(str, "init", tuple(INITIALIZERS)),
+        default=d.inits,
+        help=f"of {', '.join(INITIALIZERS)} (default {join(d.inits)})",
+    )
+    s.add_argument(
+        "--optimizers",
+        type=_list(str, "optimizer", OPTIMIZERS),
+        default=d.optimizers,
+        help=f"of {', '.join(OPTIMIZERS)} (default {join(d.optimizers)})",
+    )
+    s.add_argument(
+        "--lrs",
+        type=_list(_positive_float, "learning rate (a positive number)"),
+        default=d.lrs,
+        help=f"default {join(d.lrs)}",
+    )
+    s.add_argument(
+        "--clips",
+        type=_list(_clip, "clip (none or a positive number)"),
+        default=d.clips,
+        help=f"global-norm thresholds, none for no clipping (default {join(d.clips)})",
+    )
+    s.add_argument(
+        "--seeds",
+        type=_single(_positive_int, "number of seeds (a positive int)"),
+        default=d.seeds,
+        help=f"seeds per configuration (default {d.seeds})",
+    )
+    s.add_argument(
+        "--steps",
+        type=_single(_positive_int, "number of steps (a positive int)"),
+        default=d.steps,
+        help=f"default {d.steps}",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=_single(_positive_int, "batch size (a positive int)"),
+        default=d.batch_size,
+        help=f"default {d.batch_size}",
+    )
+    s.add_argument(
+        "--eval-every",
+        type=_single(_positive_int, "eval interval (a positive int)"),
+        default=d.eval_every,
+        help=f"default {d.eval_every}",
+    )
+    s.add_argument(
+        "--dataset",
+        default=d.dataset,
+        help="digits, teacher, mixture or a .npz path (default digits)",
+    )
+    s.add_argument(
+        "--seed",
+        type=_single(int, "seed (an int)"),
+        default=d.seed,
+        help="base PRNG seed (default 0)",
+    )
+    s.add_argument(
+        "--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)"
+    )
+    s.add_argument(
+        "--resume", action="store_true", help="skip configurations already finished in --out"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    r = sub.add_parser("report", help="print the summary table and redraw the figures of a sweep directory")
+    r = sub.add_parser(
+        "report", help="print the summary table and redraw the figures of a sweep directory"
+    )
     r.add_argument("dir", type=Path)
     return parser
 
@@ -97,11 +182,16 @@ def _check_out(out: Path, resume: bool, spec: sweep.SweepSpec) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     existing = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out} cannot be created: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out} is not writable ({existing} denies writing)")
     if out.exists() and any(out.iterdir()):
         if not resume:
-            raise UsageError(f"--out {out} already holds files; pass --resume to continue it, or choose a new --out")
+            raise UsageError(
+                f"--out {out} already holds files; pass --resume to continue it, "
+                "or choose a new --out"
+            )
         try:
             sweep.check_resume(out, spec)
         except ValueError as e:
@@ -114,12 +204,16 @@ def _progress(quiet: bool) -> tuple[Callable[[int, int, str], None], Callable[[]
     try:
         from tqdm import tqdm
     except ImportError:
-        return (lambda done, total, label: print(f"[{done}/{total}] {label}", file=sys.stderr)), (lambda: None)
+        return (lambda done, total, label: print(f"[{done}/{total}] {label}", file=sys.stderr)), (
+            lambda: None
+        )
     bar: dict[str, Any] = {}
 
     def update(done: int, total: int, label: str) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, initial=done, unit="config", desc="sweep", file=sys.stderr)
+            bar["bar"] = tqdm(
+                total=total, initial=done, unit="config", desc="sweep", file=sys.stderr
+            )
         bar["bar"].set_postfix_str(label)
         bar["bar"].update(done - bar["bar"].n)
 
@@ -128,10 +222,19 @@ def _progress(quiet: bool) -> tuple[Callable[[int, int, str], None], Callable[[]
 
 def sweep_command(args: argparse.Namespace) -> int:
     spec = sweep.SweepSpec(
-        depths=args.depths, widths=args.widths, activations=args.activations, inits=args.inits,
-        optimizers=args.optimizers, lrs=args.lrs, clips=args.clips, seeds=args.seeds,
-        steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
-        dataset=args.dataset, seed=args.seed,
+        depths=args.depths,
+        widths=args.widths,
+        activations=args.activations,
+        inits=args.inits,
+        optimizers=args.optimizers,
+        lrs=args.lrs,
+        clips=args.clips,
+        seeds=args.seeds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        dataset=args.dataset,
+        seed=args.seed,
     )
     from jaxstab.data import get_dataset
 
@@ -147,7 +250,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         info = sweep.run_sweep(spec, args.out, data=data, progress=update)
     except KeyboardInterrupt:
         close()
-        print(f"\ninterrupted: finished configurations are in {args.out}; rerun with --resume", file=sys.stderr)
+        print(
+            f"\ninterrupted: finished configurations are in {args.out}; rerun with --resume",
+            file=sys.stderr,
+        )
         return 130
     close()
     print(sweep.summary_table(sweep.read_rows(args.out)))

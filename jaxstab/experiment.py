@@ -112,13 +112,12 @@ class Config:
         if not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.clip is not None and (
-            not isinstance(self.clip, (int, float)) or not (math.isfinite(self.clip) and self.clip > 0)
+            not isinstance(self.clip, (int, float))
+            or not (math.isfinite(self.clip) and self.clip > 0)
         ):
             raise ValueError(f"clip must be None or a positive finite number, got {self.clip!r}")
         if self.steps % self.eval_every:
-            raise ValueError(
-                f"eval_every={self.eval_every} must divide steps={self.steps}"
-            )
+            raise ValueError(f"eval_every={self.eval_every} must divide steps={self.steps}")
 
     @property
     def program_key(self) -> tuple[Any, ...]:
@@ -211,7 +210,7 @@ def _train_run(
         diverged_step = jnp.where(bad & ~diverged, step, diverged_step)
         diverged = diverged | bad
         # A diverged run is frozen at its last finite parameters; the others go on.
-        keep = lambda new, old: jnp.where(diverged, old, new)  # noqa: E731
+        keep = lambda new, old: jnp.where(diverged, old, new)
         params = jax.tree.map(keep, new_params, params)
         opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         metrics = {
@@ -224,7 +223,7 @@ def _train_run(
     def evaluate(params: Any, diverged: Array) -> dict[str, Array]:
         train_loss, _ = _evaluate(params, data["x_eval"], data["y_eval"], activation)
         test_loss, test_acc = _evaluate(params, data["x_test"], data["y_test"], activation)
-        nan_if = lambda v: jnp.where(diverged, jnp.nan, v)  # noqa: E731
+        nan_if = lambda v: jnp.where(diverged, jnp.nan, v)
         return {
             "eval_train_loss": nan_if(train_loss),
             "test_loss": nan_if(test_loss),
@@ -305,9 +304,7 @@ def _runs_sharding(n_runs: int) -> tuple[NamedSharding, int]:
     return NamedSharding(mesh, PartitionSpec("runs")), padded
 
 
-def _group(
-    configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]
-) -> list[Result]:
+def _group(configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]) -> list[Result]:
     spec = _spec(configs[0])
     sizes = (data.d_in, *([spec.width] * spec.depth), data.d_out)
     params, lrs, clips, keys = [], [], [], []
@@ -315,7 +312,9 @@ def _group(
         init_keys, data_keys = _seed_keys(config)
         params.append(_init_program(config.init, sizes)(init_keys))
         lrs.append(np.full(config.seeds, config.lr, np.float32))
-        clips.append(np.full(config.seeds, np.inf if config.clip is None else config.clip, np.float32))
+        clips.append(
+            np.full(config.seeds, np.inf if config.clip is None else config.clip, np.float32)
+        )
         keys.append(data_keys)
     inputs = (
         jax.tree.map(lambda *a: jnp.concatenate(a), *params),
@@ -326,7 +325,7 @@ def _group(
     n_runs = int(inputs[1].shape[0])
     sharding, padded = _runs_sharding(n_runs)
     # Pad the runs axis to a multiple of the device count by repeating run 0.
-    pad = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_runs, axis=0)])  # noqa: E731
+    pad = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_runs, axis=0)])
     inputs = jax.device_put(jax.tree.map(pad, inputs), sharding)
     out = _program(spec)(*inputs, arrays)
     out = jax.tree.map(lambda a: np.asarray(a)[:n_runs], out)

@@ -96,11 +96,13 @@ class SweepSpec:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 # --- atomic files ------------------------------------------------------------
@@ -127,7 +129,7 @@ def write_text(path: Path, text: str) -> None:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 # --- one configuration's results ----------------------------------------------
@@ -220,7 +222,11 @@ def check_resume(out: Path, spec: SweepSpec) -> None:
         return
     old = json.loads(path.read_text())["sweep"]
     new = spec.to_dict()
-    diff = [f"{f}: {old.get(f)!r} in {out} vs {new[f]!r} now" for f in FIXED_FIELDS if old.get(f) != new[f]]
+    diff = [
+        f"{f}: {old.get(f)!r} in {out} vs {new[f]!r} now"
+        for f in FIXED_FIELDS
+        if old.get(f) != new[f]
+    ]
     if diff:
         raise ValueError(
             f"cannot resume {out}: its fixed settings differ ({'; '.join(diff)}); "
@@ -250,18 +256,24 @@ def run_sweep(
     check_resume(out, spec)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "config.json").exists():
-        write_text(out / "config.json", json.dumps({"sweep": spec.to_dict(), **environment()}, indent=1))
+        write_text(
+            out / "config.json", json.dumps({"sweep": spec.to_dict(), **environment()}, indent=1)
+        )
     done = finished(out)
-    todo = [c for c in configs if c.name not in done]
-    total, count = len(configs), len(configs) - len(todo)
+    # A group is rerun whole if any of its configurations is unfinished: the
+    # same program on the same runs reproduces the finished parts bit for bit,
+    # where a smaller group would be a differently batched program.
+    todo = [g for g in group_configs(configs) if any(c.name not in done for c in g)]
+    total = len(configs)
+    count = total - sum(len(g) for g in todo)
     if progress is not None:
         progress(count, total, "resumed" if count else "start")
-    compiled = 0
     if todo and data is None:
         from jaxstab.data import get_dataset
 
         data = get_dataset(spec.dataset)
-    for group in group_configs(todo):
+    compiled = 0
+    for group in todo:
 
         def save(results: list[Result]) -> None:
             for r in results:
@@ -274,7 +286,8 @@ def run_sweep(
             c = group[0]
             progress(count, total, f"depth {c.depth} width {c.width} {c.activation} {c.optimizer}")
     assemble(out, configs)
-    return {"configs": total, "skipped": total - len(todo), "programs_compiled": compiled}
+    skipped = total - sum(len(g) for g in todo)
+    return {"configs": total, "skipped": skipped, "programs_compiled": compiled}
 
 
 def assemble(out: Path, configs: Sequence[Config]) -> None:
@@ -329,7 +342,15 @@ def read_rows(out: Path) -> list[dict[str, Any]]:
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     """One line per configuration: median final loss and accuracy over seeds, divergence."""
-    key = lambda r: (r["depth"], r["width"], r["activation"], r["init"], r["optimizer"], r["lr"], str(r["clip"]))  # noqa: E731
+    key = lambda r: (
+        r["depth"],
+        r["width"],
+        r["activation"],
+        r["init"],
+        r["optimizer"],
+        r["lr"],
+        str(r["clip"]),
+    )
     header = (
         f"{'depth':>5} {'width':>5} {'activation':<10} {'init':<15} {'opt':<8} {'lr':>7} "
         f"{'clip':>5} {'train loss':>10} {'test acc':>8} {'diverged':>8}"
@@ -337,12 +358,16 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for k, group in itertools.groupby(sorted(rows, key=key), key=key):
         g = list(group)
-        loss = np.nanmedian([r["final_train_loss"] for r in g]) if any(
-            math.isfinite(r["final_train_loss"]) for r in g
-        ) else math.nan
-        acc = np.nanmedian([r["test_accuracy"] for r in g]) if any(
-            math.isfinite(r["test_accuracy"]) for r in g
-        ) else math.nan
+        loss = (
+            np.nanmedian([r["final_train_loss"] for r in g])
+            if any(math.isfinite(r["final_train_loss"]) for r in g)
+            else math.nan
+        )
+        acc = (
+            np.nanmedian([r["test_accuracy"] for r in g])
+            if any(math.isfinite(r["test_accuracy"]) for r in g)
+            else math.nan
+        )
         div = sum(r["diverged"] for r in g)
         depth, width, act, init, opt, lr, clip = k
         lines.append(
