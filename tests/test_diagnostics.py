@@ -182,3 +182,33 @@ def test_relu_depth_50_matches_mean_field_with_finite_width_drift(name, init, fa
         assert abs(mean / math.log(2) + 49) < 1 + 5 * se / math.log(2)
     else:  # the drift is resolved: zero is excluded
         assert mean + 3 * se < 0
+
+
+@pytest.mark.parametrize("phase,factor", [("ordered", 0.6), ("critical", 1.0), ("chaotic", 2.0)])
+def test_tanh_backward_factor_matches_chi1(phase, factor):
+    """s^l / s^(l+1) over layers 10-49 of a wide tanh net equals chi1 within 2%."""
+    from jaxstab import theory
+
+    sigma_b2, width, depth, seeds = 0.05, 512, 50, 4
+    sigma_w2 = factor * float(theory.critical_sigma_w2("tanh", sigma_b2))
+    chi = float(theory.chi1("tanh", sigma_w2, sigma_b2))
+    sizes = [width] * (depth + 1) + [10]
+    init = js.variance_scaling(sigma_w2, "fan_in", "normal")
+    bias = js.normal(math.sqrt(sigma_b2))
+
+    @jax.jit
+    def per_seed(key):
+        k_p, k_x = jax.random.split(key)
+        params = js.init_mlp(k_p, sizes, weight_init=init, bias_init=bias)
+        x = jax.random.normal(k_x, (32, width))
+        signal = D.backward_stats(params, x, jnp.arange(32) % 10, "tanh").signal_second_moment
+        # Geometric mean of s^l / s^(l+1) for l = 10..49 (1-based), past q's transient.
+        return jnp.mean(jnp.log(signal[9:-1] / signal[10:]))
+
+    logs = np.asarray(jax.lax.map(per_seed, jax.random.split(jax.random.key(7), seeds)), np.float64)
+    measured = math.exp(logs.mean())
+    se = measured * logs.std(ddof=1) / math.sqrt(seeds)  # delta method
+    assert abs(measured / chi - 1) < 0.02, (phase, measured, chi, se)
+    assert 3 * se < 0.02 * chi  # the estimate is precise enough for the 2% check to bite
+    expected_phase = {"ordered": chi < 0.9, "critical": abs(chi - 1) < 1e-4, "chaotic": chi > 1.1}
+    assert expected_phase[phase], (phase, chi)
