@@ -70,10 +70,10 @@ class SweepSpec:
     activations: tuple[str, ...] = ("sigmoid", "tanh", "relu")
     inits: tuple[str, ...] = ("xavier_normal", "he_normal")
     optimizers: tuple[str, ...] = ("sgd",)
-    lrs: tuple[float, ...] = (0.05,)
+    lrs: tuple[float, ...] = (0.02,)
     clips: tuple[float | None, ...] = (None,)
-    seeds: int = 4
-    steps: int = 300
+    seeds: int = 8
+    steps: int = 500
     batch_size: int = 128
     eval_every: int = 50
     dataset: str = "digits"
