@@ -106,8 +106,10 @@ def _sigma_w2(init: str, width: int) -> float:
 
     from jaxstab._initializers import get_initializer
 
-    w = np.asarray(get_initializer(init)(jax.random.key(0), (width, width)), np.float64)
-    return float(np.mean(w**2) * width)
+    # Estimated from 256 draws: relative error about sqrt(2 / (256 width²)), < 2%.
+    keys = jax.random.split(jax.random.key(0), 256)
+    w = jax.vmap(lambda k: get_initializer(init)(k, (width, width)))(keys)
+    return float(np.mean(np.asarray(w, np.float64) ** 2) * width)
 
 
 def layer_stats_vs_theory(
