@@ -328,6 +328,10 @@ def _group(configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]) -
     pad = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_runs, axis=0)])
     inputs = jax.device_put(jax.tree.map(pad, inputs), sharding)
     out = _program(spec)(*inputs, arrays)
+    if jax.process_count() > 1:  # multi-host: gather every host's shard of the runs axis
+        from jax.experimental import multihost_utils
+
+        out = multihost_utils.process_allgather(out, tiled=True)
     out = jax.tree.map(lambda a: np.asarray(a)[:n_runs], out)
     results, start = [], 0
     for config in configs:

@@ -181,7 +181,12 @@ def result_arrays(result: Result) -> dict[str, np.ndarray]:
 
 
 def write_part(out: Path, result: Result) -> None:
-    """Writes one finished configuration: arrays first, then the rows that mark it done."""
+    """Writes one finished configuration: arrays first, then the rows that mark it done.
+
+    With several hosts (``jax.distributed``) only process 0 writes.
+    """
+    if jax.process_index() != 0:
+        return
     name = result.config.name
     write_npz(out / "parts" / f"{name}.npz", result_arrays(result))
     payload = {"config": result.config.to_dict(), "rows": result_rows(result)}
