@@ -6,6 +6,8 @@ diagnostics and mean-field theory.
 """
 
 from jaxstab import diagnostics as diagnostics
+from jaxstab import theory as theory
+from jaxstab.theory import critical as critical
 from jaxstab._activations import ACTIVATIONS as ACTIVATIONS
 from jaxstab._activations import Activation as Activation
 from jaxstab._activations import get_activation as get_activation
@@ -60,6 +62,7 @@ __all__ = [
     "compute_fans",
     "diagnostics",
     "constant",
+    "critical",
     "find_clip_state",
     "get_activation",
     "get_initializer",
@@ -78,6 +81,7 @@ __all__ = [
     "mlp_sizes",
     "normal",
     "orthogonal",
+    "theory",
     "softmax",
     "softmax_cross_entropy",
     "torch_linear",
