@@ -7,7 +7,6 @@ diagnostics and mean-field theory.
 
 from jaxstab import diagnostics as diagnostics
 from jaxstab import theory as theory
-from jaxstab.theory import critical as critical
 from jaxstab._activations import ACTIVATIONS as ACTIVATIONS
 from jaxstab._activations import Activation as Activation
 from jaxstab._activations import get_activation as get_activation
@@ -45,6 +44,7 @@ from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
 from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._train import make_train_step as make_train_step
+from jaxstab.theory import critical as critical
 
 __version__ = "0.1.0"
 
