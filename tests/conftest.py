@@ -1,10 +1,22 @@
 """Strict settings for the whole suite: implicit rank promotion raises, and
-warnings raised from jaxstab's own code are errors."""
+warnings raised from jaxstab's own code are errors.
 
+Compiled programs are shared between the test processes (xdist workers and the
+command-line subprocesses) through jax's persistent compilation cache, so a
+program that several tests compile is compiled once.
+"""
+
+import os
+import tempfile
 import warnings
 
-import jax
-import pytest
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxstab-test-jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -13,5 +25,4 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def _strict_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", module=r"jaxstab(\..*)?$")
-        warnings.filterwarnings("error", category=FutureWarning, module=r"jaxstab")
         yield
