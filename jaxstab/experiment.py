@@ -152,7 +152,7 @@ class Result(NamedTuple):
 
     config: Config
     train_loss: np.ndarray  # [seeds, steps] minibatch loss (NaN from divergence on).
-    grad_norm: np.ndarray  # [seeds, steps] global gradient norm before clipping.
+    grad_norm: np.ndarray  # [seeds, steps] global gradient norm before clipping (NaN likewise).
     clipped: np.ndarray  # [seeds, steps] bool: the clip transform rescaled the step.
     eval_steps: np.ndarray  # [evals] steps at which evaluations happened (0 = init).
     eval_train_loss: np.ndarray  # [seeds, evals] loss on the training set.
@@ -213,10 +213,11 @@ def _train_run(
         keep = lambda new, old: jnp.where(diverged, old, new)
         params = jax.tree.map(keep, new_params, params)
         opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+        # From divergence on, a run records NaN losses and norms and no clipping.
         metrics = {
             "train_loss": jnp.where(diverged, jnp.nan, m["loss"]),
-            "grad_norm": m["grad_norm"],
-            "clipped": m["clipped"],
+            "grad_norm": jnp.where(diverged, jnp.nan, m["grad_norm"]),
+            "clipped": m["clipped"] & ~diverged,
         }
         return (params, opt_state, diverged, diverged_step), metrics
 
@@ -282,9 +283,19 @@ def _data_arrays(data: Dataset) -> dict[str, Array]:
 
 
 @functools.lru_cache(maxsize=64)
-def _init_program(init: str, sizes: tuple[int, ...]) -> Callable[[Array], Any]:
+def _init_program(init: str, sizes: tuple[int, ...], seeds: int) -> Callable[[Array], Any]:
+    """The per-seed initialization, compiled without XLA's backend optimizations.
+
+    It runs once per configuration, so its compile time is what counts: at
+    optimization level 0 the vmapped random draws compile in about 1 s instead of
+    about 9 s (depth 16, measured), and agree with the optimized program to
+    float32 rounding.
+    """
     weight_init = get_initializer(init)
-    return jax.jit(jax.vmap(lambda k: init_mlp(k, sizes, weight_init=weight_init)))
+    program = jax.jit(jax.vmap(lambda k: init_mlp(k, sizes, weight_init=weight_init)))
+    keys = jax.ShapeDtypeStruct((seeds,), jax.random.key(0).dtype)
+    options: dict[str, Any] = {"xla_backend_optimization_level": 0}
+    return program.lower(keys).compile(options)
 
 
 def _seed_keys(config: Config) -> tuple[Array, Array]:
@@ -310,7 +321,7 @@ def _group(configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]) -
     params, lrs, clips, keys = [], [], [], []
     for config in configs:
         init_keys, data_keys = _seed_keys(config)
-        params.append(_init_program(config.init, sizes)(init_keys))
+        params.append(_init_program(config.init, sizes, config.seeds)(init_keys))
         lrs.append(np.full(config.seeds, config.lr, np.float32))
         clips.append(
             np.full(config.seeds, np.inf if config.clip is None else config.clip, np.float32)

@@ -1,0 +1,554 @@
+"""Saturation of deep sigmoid and tanh MLPs, and the normalized initialization.
+
+Published claim (Glorot & Bengio 2010, "Understanding the difficulty of training
+deep feedforward neural networks", AISTATS, PMLR 9:249-256; no arXiv id): in a
+net of 5 hidden layers of 1000 units trained by SGD from the "standard" init
+``U(+-1/sqrt(n_in))``, the sigmoid's top hidden layer is pushed to its lower
+saturation value 0 early in training while the other layers' means stay above 0.5; the
+"normalized" init ``U(+-sqrt(6/(n_in + n_out)))`` keeps the spread of
+activations and of back-propagated gradients similar across layers, where the
+standard init shrinks both by about ``sqrt(n Var W) = sqrt(1/3)`` per layer.
+
+Here: the digits, sigmoid and tanh, jaxstab's ``torch_linear`` ("standard",
+variance ``1/(3 n_in)``) and ``xavier_uniform`` ("normalized"). Every
+``record_every`` steps a snapshot measures each hidden layer: percentiles,
+histogram and saturation of ``phi(z)`` (``jaxstab.diagnostics.forward_stats``
+and per activation value), back-propagated gradients and weight gradients
+(``backward_stats``). All runs (activations x inits x seeds) are one program.
+
+    python experiments/glorot2010_saturation.py [--quick] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxstab as js
+from jaxstab import diagnostics
+from jaxstab.data import load_digits
+from jaxstab.sweep import atomic_path, write_text
+
+NAME = "glorot2010_saturation"
+PERCENTILES = (2.0, 16.0, 50.0, 84.0, 98.0)  # of phi(z) per layer; 16-84 is +-1 std if Gaussian
+INIT_LABELS = {"torch_linear": "standard", "xavier_uniform": "normalized"}
+# tanh(z) = 2 sigmoid(2z) - 1 exactly, so both activations are phi(z) = a sigmoid(b z) + c
+# with a per-run (a, b, c): sigmoid and tanh runs then share one compiled program.
+ACTIVATION_FORMS = {"sigmoid": (1.0, 1.0, 0.0), "tanh": (2.0, 2.0, -1.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The experiment's settings (see :func:`get_config`)."""
+
+    depth: int = 5  # hidden layers (Glorot & Bengio: 5)
+    width: int = 1000  # units per hidden layer (Glorot & Bengio: 1000)
+    activations: tuple[str, ...] = ("sigmoid", "tanh")  # keys of ACTIVATION_FORMS
+    inits: tuple[str, ...] = ("torch_linear", "xavier_uniform")  # standard, normalized
+    lrs: tuple[float, ...] = (1.0, 0.03)  # SGD lr per activation, in order (sigmoid' <= 1/4)
+    batch_size: int = 10  # examples per SGD step, drawn with replacement (the paper's 10)
+    steps: int = 800  # SGD steps per run
+    record_every: int = 50  # steps between snapshots (divides steps)
+    seeds: int = 1  # seeds per (activation, init); the width averages each statistic already
+    diag_examples: int = 256  # training examples every snapshot is measured on
+    bins: int = 40  # histogram bins of phi(z) over [-1, 1]
+    early_step: int = 200  # "early in training": the step the top layer is judged at
+    seed: int = 0  # base PRNG seed (see run_experiment for how keys derive from it)
+
+
+def get_config(quick: bool = False) -> ExperimentConfig:
+    """The full config, or with ``quick`` a shrunk one that runs in seconds."""
+    if quick:
+        return ExperimentConfig(width=256, steps=300, record_every=50, seeds=2, diag_examples=128)
+    return ExperimentConfig()
+
+
+def _check_config(config: ExperimentConfig) -> None:
+    bad = [a for a in config.activations if a not in ACTIVATION_FORMS]
+    if bad:
+        raise ValueError(f"unknown activations {bad}; valid: {', '.join(ACTIVATION_FORMS)}")
+    if len(config.lrs) != len(config.activations):
+        raise ValueError(f"lrs {config.lrs} must give one lr per activation {config.activations}")
+    if (
+        config.steps % config.record_every
+        or config.early_step % config.record_every
+        or not 0 < config.early_step <= config.steps
+    ):
+        raise ValueError(
+            f"record_every={config.record_every} must divide steps={config.steps} and "
+            f"early_step={config.early_step}, with 0 < early_step <= steps"
+        )
+
+
+def sigmoid_family(form: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """``phi(z) = a sigmoid(b z) + c`` for ``form = (a, b, c)``: sigmoid or, exactly, tanh."""
+    a, b, c = form[0], form[1], form[2]
+    return lambda z: a * jax.nn.sigmoid(b * z) + c
+
+
+def layer_snapshot(
+    params: Any, x: jax.Array, y: jax.Array, phi: Callable[[jax.Array], jax.Array], bins: int
+) -> dict[str, jax.Array]:
+    """Per hidden layer statistics of ``phi(z)`` and of the gradients, on one batch.
+
+    Returns a dict of ``[layers]`` (or ``[layers, k]``) arrays: ``mean``/``std`` and
+    ``percentiles`` of ``phi(z)``, its normalized ``histogram`` over ``[-1, 1]``,
+    ``saturated`` (fraction of values with ``|phi'(z)| < SATURATION_THRESHOLD``),
+    ``saturated_units`` (forward_stats: units saturated on every example),
+    ``signal_rms`` (root mean square back-propagated gradient ``dl/dz`` per example),
+    ``grad_norm`` (of ``dL/dW``), and the scalar batch ``loss``.
+    """
+    fwd = diagnostics.forward_stats(params, x, phi)
+    bwd = diagnostics.backward_stats(params, x, y, phi)
+    logits, z = js.apply_mlp(params, x, phi, capture=True)
+    z = z.reshape(z.shape[0], -1)
+    h = phi(z)
+    dphi = diagnostics.derivative(phi)
+    histogram = jax.vmap(lambda v: jnp.histogram(v, bins, range=(-1.0, 1.0))[0])(h)
+    return {
+        "mean": jnp.mean(h, axis=1),
+        "std": jnp.std(h, axis=1),
+        "percentiles": jnp.percentile(h, jnp.asarray(PERCENTILES), axis=1).T,
+        "histogram": histogram / h.shape[1],
+        "saturated": jnp.mean(jnp.abs(dphi(z)) < diagnostics.SATURATION_THRESHOLD, axis=1),
+        "saturated_units": fwd.saturated_fraction,
+        "signal_rms": jnp.sqrt(bwd.signal_second_moment),
+        "grad_norm": bwd.grad_norm,
+        "loss": jnp.mean(js.softmax_cross_entropy(logits, y)),
+    }
+
+
+def _train_run(
+    params: Any,
+    form: jax.Array,
+    lr: jax.Array,
+    key: jax.Array,
+    data: dict[str, jax.Array],
+    *,
+    config: ExperimentConfig,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """SGD on one run with a snapshot every ``record_every`` steps; vmapped over runs.
+
+    Returns the snapshots (each field ``[snapshots, ...]``, at steps 0, k, ..., steps)
+    and the final test accuracy.
+    """
+    phi = sigmoid_family(form)
+    optimizer = optax.sgd(lr)
+
+    def loss_fn(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], phi), batch[1]))
+
+    step_fn = js.make_train_step(loss_fn, optimizer)
+    n_train = data["x_train"].shape[0]
+    n_chunks = config.steps // config.record_every
+
+    def one_step(carry: tuple[Any, Any], step: jax.Array) -> tuple[tuple[Any, Any], None]:
+        idx = jax.random.randint(jax.random.fold_in(key, step), (config.batch_size,), 0, n_train)
+        params, opt_state, _ = step_fn(*carry, (data["x_train"][idx], data["y_train"][idx]))
+        return (params, opt_state), None
+
+    def train_chunk(carry: tuple[Any, Any], chunk: jax.Array) -> tuple[Any, Any]:
+        steps = chunk * config.record_every + jnp.arange(config.record_every, dtype=jnp.int32)
+        return jax.lax.scan(one_step, carry, steps)[0]
+
+    def chunk(carry: tuple[Any, Any], i: jax.Array) -> tuple[tuple[Any, Any], Any]:
+        # Snapshot, then train; the last of the n_chunks + 1 iterations only snapshots.
+        # One snapshot in the program (not one at init and one in the loop) halves
+        # its compile time; i is the same for every run, so the cond stays a branch.
+        snap = layer_snapshot(carry[0], data["x_diag"], data["y_diag"], phi, config.bins)
+        carry = jax.lax.cond(i < n_chunks, train_chunk, lambda c, _: c, carry, i)
+        return carry, snap
+
+    (final, _), snaps = jax.lax.scan(
+        chunk, (params, optimizer.init(params)), jnp.arange(n_chunks + 1, dtype=jnp.int32)
+    )
+    test_accuracy = js.accuracy(js.apply_mlp(final, data["x_test"], phi), data["y_test"])
+    return snaps, test_accuracy
+
+
+@functools.lru_cache(maxsize=8)
+def _program(config: ExperimentConfig) -> Callable[..., Any]:
+    run = functools.partial(_train_run, config=config)
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, 0, None)))
+
+
+def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
+    """Trains every (activation, init, seed) as one vmapped program.
+
+    Seed ``s`` draws its weights from ``fold_in(init_key, s)`` for every init and
+    activation, so the standard and normalized nets of a seed share their random draws;
+    run ``r`` draws its minibatches from the ``r``-th split of ``batch_key``
+    (``init_key, batch_key = split(key(seed))``).
+
+    Returns:
+      ``runs`` (``(activation, init, seed)`` per run), ``sizes`` (the layer sizes),
+      ``steps`` (of the snapshots, 0 first), ``snapshots`` (numpy, each field
+      ``[runs, snapshots, layers, ...]``, ``loss`` ``[runs, snapshots]``) and
+      ``test_accuracy`` ``[runs]``.
+    """
+    _check_config(config)
+    data = load_digits()
+    n_diag = min(config.diag_examples, data.n_train)
+    arrays = {
+        "x_train": jnp.asarray(data.x_train),
+        "y_train": jnp.asarray(data.y_train),
+        "x_diag": jnp.asarray(data.x_train[:n_diag]),
+        "y_diag": jnp.asarray(data.y_train[:n_diag]),
+        "x_test": jnp.asarray(data.x_test),
+        "y_test": jnp.asarray(data.y_test),
+    }
+    sizes = [data.d_in, *[config.width] * config.depth, data.d_out]
+    runs = [
+        (act, init, s)
+        for act in config.activations
+        for init in config.inits
+        for s in range(config.seeds)
+    ]
+    init_key, batch_key = jax.random.split(jax.random.key(config.seed))
+    nets = [
+        js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=js.get_initializer(init))
+        for _, init, s in runs
+    ]
+    # Stacked in numpy: an eager jnp.stack per leaf would compile a program each.
+    params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *nets)
+    lr_of = dict(zip(config.activations, config.lrs))
+    forms = jnp.asarray([ACTIVATION_FORMS[act] for act, _, _ in runs], jnp.float32)
+    lrs = jnp.asarray([lr_of[act] for act, _, _ in runs], jnp.float32)
+    batch_keys = jax.random.split(batch_key, len(runs))
+    snaps, test_accuracy = _program(config)(params, forms, lrs, batch_keys, arrays)
+    return {
+        "runs": runs,
+        "sizes": sizes,
+        "steps": np.arange(0, config.steps + 1, config.record_every),
+        "snapshots": {k: np.asarray(v) for k, v in snaps.items()},
+        "test_accuracy": np.asarray(test_accuracy),
+    }
+
+
+# --- analysis (numpy) --------------------------------------------------------------
+
+
+def spread(values: np.ndarray) -> np.ndarray:
+    """Largest over smallest value across layers (the last axis); 1 means equal layers."""
+    values = np.asarray(values, np.float64)
+    return values.max(axis=-1) / values.min(axis=-1)
+
+
+def weight_grad_rms(grad_norm: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Root mean square entry of each hidden layer's ``dL/dW``: ``||dL/dW|| / sqrt(n_in n_out)``."""
+    fans = np.asarray([n_in * n_out for n_in, n_out in zip(sizes[:-2], sizes[1:-1])], np.float64)
+    return np.asarray(grad_norm, np.float64) / np.sqrt(fans)
+
+
+def square_layers(sizes: list[int]) -> np.ndarray:
+    """Mask of the hidden layers with ``n_in == n_out``.
+
+    Between equal widths Glorot & Bengio's analysis makes the weight-gradient variance
+    independent of the layer; the first layer's input is the data, of another width.
+    """
+    return np.asarray([n_in == n_out for n_in, n_out in zip(sizes[:-2], sizes[1:-1])])
+
+
+def linear_regime_spread(n_var_w: float, depth: int) -> float:
+    """Glorot & Bengio's linear-regime spread across ``depth`` layers, ``(n Var W)^-(depth-1)/2``.
+
+    Each square layer scales the activation variance going up, and the back-propagated
+    gradient variance going down, by ``n Var W``: 1/3 for the standard init (9 over 5
+    layers), 1 for the normalized init between equal widths.
+    """
+    return float(n_var_w ** (-(depth - 1) / 2))
+
+
+# n Var W of a square layer: U(+-1/sqrt(n)) has variance 1/(3n); Xavier 2/(n + n) = 1/n.
+N_VAR_W = {"torch_linear": 1.0 / 3.0, "xavier_uniform": 1.0}
+
+
+def summarize(out: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    """The measured numbers: medians over seeds per (activation, init)."""
+    snaps, steps = out["snapshots"], out["steps"]
+    early = int(np.searchsorted(steps, config.early_step))
+    square = square_layers(out["sizes"])
+    measured: dict[str, Any] = {"snapshot_steps": steps.tolist()}
+    for act in config.activations:
+        for init in config.inits:
+            idx = [r for r, (a, i, _) in enumerate(out["runs"]) if a == act and i == init]
+            med = lambda field, idx=idx: np.median(snaps[field][idx], axis=0)
+            # [seeds, snapshots, equal-width layers]
+            rms = weight_grad_rms(snaps["grad_norm"][idx], out["sizes"])[..., square]
+            measured[f"{act}/{INIT_LABELS.get(init, init)}"] = {
+                "layer_mean_init": med("mean")[0].tolist(),
+                "layer_mean_early": med("mean")[early].tolist(),
+                "layer_mean_final": med("mean")[-1].tolist(),
+                "top_mean_curve": med("mean")[:, -1].tolist(),
+                "top_saturated_curve": med("saturated")[:, -1].tolist(),
+                "layer_saturated_final": med("saturated")[-1].tolist(),
+                "layer_saturated_units_final": med("saturated_units")[-1].tolist(),
+                "activation_std_init": med("std")[0].tolist(),
+                "signal_rms_init": med("signal_rms")[0].tolist(),
+                "weight_grad_rms_init": np.median(
+                    weight_grad_rms(snaps["grad_norm"][idx, 0], out["sizes"]), axis=0
+                ).tolist(),
+                "activation_std_spread_init": float(np.median(spread(snaps["std"][idx, 0]))),
+                "signal_rms_spread_init": float(np.median(spread(snaps["signal_rms"][idx, 0]))),
+                "weight_grad_spread_init": float(np.median(spread(rms[:, 0]))),
+                "weight_grad_spread_final": float(np.median(spread(rms[:, -1]))),
+                "loss_curve": med("loss").tolist(),
+                "early_loss": float(med("loss")[early]),
+                "final_loss": float(med("loss")[-1]),
+                "test_accuracy": float(np.median(out["test_accuracy"][idx])),
+            }
+    return measured
+
+
+def claims(measured: dict[str, Any], config: ExperimentConfig) -> list[dict[str, Any]]:
+    """The published claims against the measured numbers."""
+    std, norm = "torch_linear", "xavier_uniform"
+    s = measured[f"sigmoid/{INIT_LABELS[std]}"]
+    t_std, t_norm = measured[f"tanh/{INIT_LABELS[std]}"], measured[f"tanh/{INIT_LABELS[norm]}"]
+    top_early, lower_early = s["layer_mean_early"][-1], s["layer_mean_early"][:-1]
+    predicted = linear_regime_spread(N_VAR_W[std], config.depth)
+    out = [
+        {
+            "claim": f"sigmoid, standard init: the top hidden layer is pushed to 0 early "
+            f"(mean phi(z) at step {config.early_step}) while the lower layers are not",
+            "published": "very quickly the top layer's activations are pushed to their lower "
+            "saturation value 0; the other layers' means stay above 0.5, decreasing from the "
+            "output toward the input (Glorot & Bengio 2010, Fig. 2)",
+            "measured": {"top": top_early, "lower_min": min(lower_early)},
+            "tolerance": "top < 0.1 and every lower layer > 0.4 (none pushed to 0)",
+            "agrees": bool(top_early < 0.1 and min(lower_early) > 0.4),
+        }
+    ]
+    for field, what in (
+        ("activation_std_spread_init", "activation std"),
+        ("signal_rms_spread_init", "back-propagated gradient RMS"),
+    ):
+        a, b = t_std[field], t_norm[field]
+        out.append(
+            {
+                "claim": f"tanh at init: {what}, largest over smallest across the "
+                f"{config.depth} layers, standard vs normalized init",
+                "published": f"standard: shrinks layer by layer, {predicted:.3g} in the "
+                "linear regime; normalized: about 1, similar across layers (Figs. 6-7)",
+                "measured": {"standard": a, "normalized": b},
+                "tolerance": f"standard within a factor 1.5 of {predicted:.3g}; normalized < 2",
+                "agrees": bool(predicted / 1.5 < a < predicted * 1.5 and b < 2.0),
+            }
+        )
+    a, b = t_std["weight_grad_spread_init"], t_norm["weight_grad_spread_init"]
+    out.append(
+        {
+            "claim": "tanh at init: RMS weight gradient, largest over smallest across the "
+            "equal-width layers",
+            "published": "about 1 for both inits: the weight-gradient variance does not "
+            "depend on the layer at init (Sec. 4.2.1)",
+            "measured": {"standard": a, "normalized": b},
+            "tolerance": "both < 1.5",
+            "agrees": bool(a < 1.5 and b < 1.5),
+        }
+    )
+    a, b = t_std["weight_grad_spread_final"], t_norm["weight_grad_spread_final"]
+    out.append(
+        {
+            "claim": f"tanh after {config.steps} steps: RMS weight gradient, largest over "
+            "smallest across the equal-width layers",
+            "published": "during training the standard init's weight gradients drift apart "
+            "across layers, the normalized init's stay similar (Fig. 9)",
+            "measured": {"standard": a, "normalized": b},
+            "tolerance": "normalized < standard",
+            "agrees": bool(b < a),
+        }
+    )
+    a, b = t_std["early_loss"], t_norm["early_loss"]
+    out.append(
+        {
+            "claim": f"tanh: training loss at step {config.early_step}, standard vs normalized",
+            "published": "the normalized init trains faster (Fig. 11, Table 1)",
+            "measured": {"standard": a, "normalized": b},
+            "tolerance": "normalized < standard",
+            "agrees": bool(b < a),
+        }
+    )
+    return out
+
+
+# --- figures -----------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    _pyplot().close(fig)
+
+
+def _grid(config: ExperimentConfig, **kwargs: Any) -> tuple[Any, Any]:
+    plt = _pyplot()
+    rows, cols = len(config.activations), len(config.inits)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, layout="constrained", **kwargs)
+    for (r, act), (c, init) in itertools.product(
+        enumerate(config.activations), enumerate(config.inits)
+    ):
+        axes[r, c].set_title(f"{act}, {INIT_LABELS.get(init, init)} init", fontsize=9)
+    return fig, axes
+
+
+def _first_run(out: dict[str, Any], act: str, init: str) -> int:
+    return next(r for r, (a, i, _) in enumerate(out["runs"]) if a == act and i == init)
+
+
+def plot_activations(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
+    """Per layer: mean phi(z) and its 2-98 percentile band over training (seed 0)."""
+    fig, axes = _grid(config, figsize=(10, 3.2 * len(config.activations)))
+    colors = _pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
+    for (r, act), (c, init) in itertools.product(
+        enumerate(config.activations), enumerate(config.inits)
+    ):
+        run, ax = _first_run(out, act, init), axes[r, c]
+        pct = out["snapshots"]["percentiles"][run]  # [snapshots, layers, percentiles]
+        for layer in range(config.depth):
+            ax.fill_between(
+                out["steps"], pct[:, layer, 0], pct[:, layer, -1], color=colors[layer], alpha=0.15
+            )
+            ax.plot(
+                out["steps"],
+                out["snapshots"]["mean"][run, :, layer],
+                color=colors[layer],
+                label=f"layer {layer + 1}",
+            )
+        ax.set_ylabel("phi(z): mean, 2-98%")
+    axes[0, -1].legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("SGD step")
+    _save(fig, path)
+
+
+def plot_saturation(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
+    """Per layer: fraction of values (solid) and of units (dashed) saturated, over training."""
+    fig, axes = _grid(config, figsize=(10, 3.2 * len(config.activations)))
+    colors = _pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
+    for (r, act), (c, init) in itertools.product(
+        enumerate(config.activations), enumerate(config.inits)
+    ):
+        idx = [k for k, (a, i, _) in enumerate(out["runs"]) if a == act and i == init]
+        ax = axes[r, c]
+        for layer in range(config.depth):
+            for field, style in (("saturated", "-"), ("saturated_units", "--")):
+                curve = np.median(out["snapshots"][field][idx, :, layer], axis=0)
+                ax.plot(
+                    out["steps"],
+                    curve,
+                    style,
+                    color=colors[layer],
+                    label=f"layer {layer + 1}" if style == "-" else None,
+                )
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("saturated fraction")
+    axes[0, -1].legend(fontsize=7, title="solid: values, dashed: units", title_fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("SGD step")
+    _save(fig, path)
+
+
+def plot_histograms(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
+    """Normalized histograms of phi(z) per layer, at init and after training (seed 0)."""
+    plt = _pyplot()
+    cols = [(init, when) for init in config.inits for when in (0, -1)]
+    fig, axes = plt.subplots(
+        len(config.activations),
+        len(cols),
+        squeeze=False,
+        figsize=(3.2 * len(cols), 2.8 * len(config.activations)),
+    )
+    edges = np.linspace(-1.0, 1.0, config.bins + 1)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, config.depth))
+    for (r, act), (c, (init, when)) in itertools.product(
+        enumerate(config.activations), enumerate(cols)
+    ):
+        run, ax = _first_run(out, act, init), axes[r, c]
+        for layer in range(config.depth):
+            hist = out["snapshots"]["histogram"][run, when, layer]
+            ax.stairs(hist, edges, color=colors[layer], label=f"layer {layer + 1}")
+        a, _, c0 = ACTIVATION_FORMS[act]
+        ax.set_xlim(c0, a + c0)  # the range of phi
+        step = out["steps"][when]
+        ax.set_title(f"{act}, {INIT_LABELS.get(init, init)}, step {step}", fontsize=9)
+        ax.set_xlabel("phi(z)")
+    axes[0, -1].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_gradients(measured: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
+    """tanh at init, per layer: activation std, back-propagated and weight gradient RMS."""
+    plt = _pyplot()
+    fields = (
+        ("activation_std_init", "std of phi(z)"),
+        ("signal_rms_init", "RMS of dl/dz (back-propagated)"),
+        ("weight_grad_rms_init", "RMS of dL/dW"),
+    )
+    fig, axes = plt.subplots(1, len(fields), layout="constrained", figsize=(4 * len(fields), 3.2))
+    layers = np.arange(1, config.depth + 1)
+    for ax, (field, label) in zip(axes, fields):
+        for init in config.inits:
+            name = INIT_LABELS.get(init, init)
+            ax.semilogy(layers, measured[f"tanh/{name}"][field], "o-", label=name)
+        ax.set_xlabel("hidden layer")
+        ax.set_title(f"tanh at init: {label}", fontsize=9)
+        ax.set_xticks(layers)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; writes results.json and the figures into the workdir."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/experiments") / NAME)
+    args = parser.parse_args(argv)
+    config = get_config(args.quick)
+    out = run_experiment(config)
+    measured = summarize(out, config)
+    figures = {
+        f"{NAME}_activations.png": lambda p: plot_activations(out, config, p),
+        f"{NAME}_saturation.png": lambda p: plot_saturation(out, config, p),
+        f"{NAME}_histograms.png": lambda p: plot_histograms(out, config, p),
+        f"{NAME}_gradients.png": lambda p: plot_gradients(measured, config, p),
+    }
+    for name, draw in figures.items():
+        draw(args.workdir / name)
+    result = {
+        "experiment": NAME,
+        "quick": args.quick,
+        "config": dataclasses.asdict(config),
+        "measured": measured,
+        "claims": claims(measured, config),
+        "figures": list(figures),
+    }
+    write_text(args.workdir / "results.json", json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Tests of the training group's experiments: glorot2010_saturation, he2015_depth and
+clipping_rescue (their notebooks run the quick configs end to end).
+
+Here: the pure helpers against hand computations, the scanned snapshot loop against a
+plain Python loop of the same steps, the per-layer signal scaling at init against mean
+field (in standard errors over seeds), and the ``lr tau`` bound of clipped SGD.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxstab as js
+from jaxstab import diagnostics
+from jaxstab.data import load_digits
+from jaxstab.experiment import Config, Result, group_configs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import clipping_rescue
+import glorot2010_saturation as glorot
+import he2015_depth
+
+# Each module's docstring names its paper.
+PAPERS = {glorot: "Glorot & Bengio 2010", he2015_depth: "1502.01852", clipping_rescue: "1211.5063"}
+
+
+@pytest.mark.parametrize("module", list(PAPERS), ids=lambda m: m.NAME)
+def test_configs_are_frozen_and_quick_is_smaller(module):
+    full, quick = module.get_config(), module.get_config(quick=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.seed = 1  # type: ignore[misc]
+    assert quick.steps < full.steps
+    assert PAPERS[module] in module.__doc__
+
+
+# --- glorot2010_saturation ----------------------------------------------------------
+
+
+def test_sigmoid_family_is_sigmoid_and_tanh():
+    z = jnp.linspace(-12.0, 12.0, 2001)
+    tanh = glorot.sigmoid_family(jnp.asarray(glorot.ACTIVATION_FORMS["tanh"]))
+    sigmoid = glorot.sigmoid_family(jnp.asarray(glorot.ACTIVATION_FORMS["sigmoid"]))
+    eps = float(jnp.finfo(jnp.float32).eps)
+    np.testing.assert_allclose(tanh(z), jnp.tanh(z), rtol=0, atol=4 * eps)
+    np.testing.assert_allclose(sigmoid(z), jax.nn.sigmoid(z), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        diagnostics.derivative(tanh)(z), 1 - jnp.tanh(z) ** 2, rtol=0, atol=8 * eps
+    )
+
+
+def test_spread_and_weight_gradient_rms_by_hand():
+    np.testing.assert_allclose(glorot.spread(np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 3.0]])), [4, 1])
+    # sizes [2, 3, 3, 5]: hidden layers 2x3 and 3x3.
+    np.testing.assert_allclose(glorot.weight_grad_rms([6.0, 9.0], [2, 3, 3, 5]), [6 / 6**0.5, 3])
+    assert glorot.square_layers([64, 128, 128, 128, 10]).tolist() == [False, True, True]
+    assert glorot.linear_regime_spread(1 / 3, 5) == pytest.approx(9.0)
+    assert glorot.linear_regime_spread(1.0, 5) == 1.0
+
+
+def test_layer_snapshot_against_numpy():
+    key_w, key_x = jax.random.split(jax.random.key(0))
+    # Large weights: some tanh units saturate, so the saturated fractions are not all 0.
+    params = js.init_mlp(key_w, [6, 16, 16, 3], weight_init=js.normal(2.0))
+    x = jax.random.normal(key_x, (32, 6))
+    y = jnp.arange(32) % 3
+    phi = glorot.sigmoid_family(jnp.asarray(glorot.ACTIVATION_FORMS["tanh"]))
+    snap = jax.jit(glorot.layer_snapshot, static_argnums=(3, 4))(params, x, y, phi, 20)
+    _, z = js.apply_mlp(params, x, "tanh", capture=True)
+    h = np.tanh(np.asarray(z, np.float64)).reshape(2, -1)
+    np.testing.assert_allclose(snap["mean"], h.mean(1), atol=1e-5)
+    np.testing.assert_allclose(snap["std"], h.std(1), atol=1e-5)
+    np.testing.assert_allclose(
+        snap["percentiles"], np.percentile(h, glorot.PERCENTILES, axis=1).T, atol=1e-5
+    )
+    np.testing.assert_allclose(snap["histogram"].sum(1), 1.0, rtol=1e-6)
+    saturated = (1 - h**2) < diagnostics.SATURATION_THRESHOLD
+    np.testing.assert_allclose(snap["saturated"], saturated.mean(1), atol=1.5 / h.shape[1])
+    assert 0 < float(snap["saturated"].max()) < 1
+    assert snap["signal_rms"].shape == snap["grad_norm"].shape == (2,)
+
+
+def test_snapshot_scan_matches_a_plain_loop():
+    config = glorot.ExperimentConfig(
+        depth=2,
+        width=8,
+        activations=("tanh",),
+        inits=("xavier_uniform",),
+        lrs=(0.5,),
+        batch_size=4,
+        steps=4,
+        record_every=2,
+        seeds=1,
+        diag_examples=16,
+        early_step=2,
+    )
+    out = glorot.run_experiment(config)
+    assert out["steps"].tolist() == [0, 2, 4]
+    data = load_digits()
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    init_key, batch_key = jax.random.split(jax.random.key(config.seed))  # as run_experiment
+    params = js.init_mlp(
+        jax.random.fold_in(init_key, 0), out["sizes"], weight_init=js.xavier_uniform()
+    )
+    key = jax.random.split(batch_key, 1)[0]
+
+    def loss_fn(p, batch):
+        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "tanh"), batch[1]))
+
+    optimizer = optax.sgd(0.5)
+    step = jax.jit(js.make_train_step(loss_fn, optimizer))
+    opt_state = optimizer.init(params)
+    losses = [loss_fn(params, (x[:16], y[:16]))]
+    for t in range(config.steps):
+        idx = jax.random.randint(jax.random.fold_in(key, t), (4,), 0, x.shape[0])
+        params, opt_state, _ = step(params, opt_state, (x[idx], y[idx]))
+        if (t + 1) % config.record_every == 0:
+            losses.append(loss_fn(params, (x[:16], y[:16])))
+    np.testing.assert_allclose(out["snapshots"]["loss"][0], losses, rtol=1e-4)
+    assert not np.allclose(losses[0], losses[-1], rtol=1e-3)  # it did train
+
+
+# --- he2015_depth ------------------------------------------------------------------------
+
+
+def test_seed_summary_by_hand():
+    s = he2015_depth.seed_summary(np.array([0.1, 0.2, 0.3, 2.30, np.nan]), stall_margin=0.05)
+    assert s["median"] == pytest.approx(0.25)
+    assert s["q25"] == pytest.approx(0.175) and s["q75"] == pytest.approx(0.8)
+    assert (s["min"], s["max"]) == pytest.approx((0.1, 2.3))
+    assert s["stalled_fraction"] == pytest.approx(1 / 5)  # only 2.30 > ln 10 - 0.05
+    assert s["diverged"] == 1
+
+
+def test_log2_slope_of_a_geometric_profile():
+    layers = np.arange(6)
+    q = np.stack([4.0 * 2.0**-layers, 0.5 * 2.0**-layers])
+    assert he2015_depth.log2_slope(q) == pytest.approx(-1.0)
+    assert he2015_depth.log2_slope(np.ones((3, 6))) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_program_per_depth():
+    config = he2015_depth.get_config(quick=True)
+    groups = group_configs(he2015_depth.engine_configs(config))
+    assert len(groups) == len(config.depths)
+    assert all({c.init for c in g} == set(config.inits) for g in groups)
+
+
+@pytest.mark.parametrize("init", ["xavier_normal", "he_normal"])
+def test_init_signal_slope_matches_mean_field(init):
+    """log2 q^l falls by log2(sigma_w^2 / 2) per layer: -1 for Xavier, 0 for He (ReLU).
+
+    Tolerance: 4 standard errors over seeds, plus the finite-width shift of the typical
+    q, at most 2.5 / (n ln 2) per layer (Hanin 2018).
+    """
+    seeds, width, depth = 16, 64, 10
+    x = jnp.asarray(load_digits().x_train[:128])
+    sizes = [x.shape[1], *[width] * depth, 10]
+    weight_init = js.get_initializer(init)
+    keys = jax.random.split(jax.random.key(1), seeds)
+
+    @jax.jit
+    @jax.vmap
+    def second_moments(key):
+        params = js.init_mlp(key, sizes, weight_init=weight_init)
+        return diagnostics.forward_stats(params, x, "relu").second_moment
+
+    q = np.asarray(second_moments(keys), np.float64)
+    slopes = np.array([he2015_depth.log2_slope(q[s : s + 1]) for s in range(seeds)])
+    predicted = math.log2(he2015_depth.SIGMA_W2[init] / 2)
+    se = slopes.std(ddof=1) / math.sqrt(seeds)
+    assert abs(slopes.mean() - predicted) < 4 * se + 2.5 / (width * math.log(2))
+    assert he2015_depth.log2_slope(q) == pytest.approx(slopes.mean(), abs=1e-9)
+
+
+# --- clipping_rescue ----------------------------------------------------------------------
+
+
+def test_learning_rates_are_log_spaced():
+    config = clipping_rescue.ExperimentConfig(lr_min=0.01, lr_max=10.0, num_lrs=4)
+    assert clipping_rescue.learning_rates(config) == [0.01, 0.1, 1.0, 10.0]
+    lrs = clipping_rescue.learning_rates(clipping_rescue.get_config())
+    ratios = np.diff(np.log(lrs))
+    np.testing.assert_allclose(ratios, ratios.mean(), atol=2e-3)  # 3 significant digits
+
+
+def test_largest_stable_lr_by_hand():
+    largest = clipping_rescue.largest_stable_lr
+    assert largest([0.1, 0.3, 1.0, 3.0], [0.0, 0.0, 0.5, 0.0]) == 0.3  # 3.0 is past a failure
+    assert largest([3.0, 1.0, 0.3, 0.1], [0.0, 0.5, 0.0, 0.0]) == 0.3  # any order
+    assert largest([0.1, 0.3], [0.2, 0.0]) is None
+    assert largest([0.1, 0.3], [0.0, 0.0]) == 0.3
+
+
+def _result(config: Config, final: list[float], diverged: list[bool], clip_rate: float) -> Result:
+    """A two-step result: losses (2.3, final) per seed, a clip_rate of the steps clipped,
+    gradient norms 2 until a seed diverges (at step 1) and 1e30 after."""
+    seeds = len(final)
+    loss = np.array([[2.3, v] for v in final], np.float32)
+    return Result(
+        config=dataclasses.replace(config, seeds=seeds),
+        train_loss=loss,
+        grad_norm=np.where(np.array(diverged)[:, None] & (np.arange(2) >= 1), 1e30, 2.0),
+        clipped=np.tile(np.arange(2) < round(2 * clip_rate), (seeds, 1)),
+        eval_steps=np.array([0, 1]),
+        eval_train_loss=loss,
+        test_loss=loss,
+        test_accuracy=np.zeros((seeds, 2), np.float32),
+        diverged=np.array(diverged),
+        diverged_step=np.where(diverged, 1, -1),
+        layer_stats={"final/dead_fraction": np.full((seeds, 3), 0.25)},
+    )
+
+
+def test_failed_and_summary_by_hand():
+    config = clipping_rescue.ExperimentConfig(lr_min=0.1, lr_max=1.0, num_lrs=2)
+    c_low, c_high, k_low, k_high = clipping_rescue.engine_configs(config)
+    results = [
+        _result(c_low, [0.5, 2.4, 0.7], [False, False, False], 0.0),
+        _result(c_high, [np.nan, np.nan, np.nan], [True, True, True], 0.0),
+        _result(k_low, [0.5, 0.6, 0.7], [False, False, False], 1.0),
+        _result(k_high, [0.4, np.nan, 0.6], [False, True, False], 0.5),
+    ]
+    assert clipping_rescue.failed(results[0]).tolist() == [False, True, False]  # 2.4 >= ln 10
+    m = clipping_rescue.summarize(results, config)
+    assert m["lrs"] == [0.1, 1.0]
+    assert m["none"]["failure_rate"] == pytest.approx([1 / 3, 1.0])
+    assert m["none"]["divergence_rate"] == pytest.approx([0.0, 1.0])
+    assert m["none"]["final_loss_median"][1] is None
+    assert m["none"]["largest_stable_lr"] is None
+    assert m["clip"]["failure_rate"] == pytest.approx([0.0, 1 / 3])
+    assert m["clip"]["final_loss_median"] == pytest.approx([0.6, 0.5])
+    # Over the steps before divergence: seed 1 of the last run counts only its step 0.
+    assert m["clip"]["clip_rate"] == pytest.approx([1.0, 3 / 5])
+    assert m["clip"]["largest_stable_lr"] == 0.1
+    assert m["clip"]["dead_fraction_final"] == pytest.approx([0.25, 0.25])
+    # The frozen steps after a divergence (norm 1e30) are left out of the norms.
+    assert m["none"]["grad_norm_percentiles"][1] == pytest.approx([2.0] * 5)
+    assert clipping_rescue.live_steps(results[3]).tolist() == [[1, 1], [1, 0], [1, 1]]
+
+
+def test_all_learning_rates_and_clip_settings_share_one_program():
+    config = clipping_rescue.get_config(quick=True)
+    configs = clipping_rescue.engine_configs(config)
+    assert len(configs) == 2 * config.num_lrs
+    assert len(group_configs(configs)) == 1
+
+
+def test_clipped_sgd_step_is_at_most_lr_tau():
+    data = load_digits()
+    config = clipping_rescue.ExperimentConfig(depth=2, width=8, seeds=2, bound_steps=4, clip=1e-3)
+    tight = clipping_rescue.step_bound(config, data, lr=0.5)
+    # tau far below every gradient norm: every step is clipped and moves exactly lr tau.
+    assert tight["clipped_steps"] == tight["steps"] == 8
+    # Within float32 rounding: eps/2 ||theta|| / (lr tau) for the update, sqrt(N) eps for norms.
+    assert 0 < tight["rounding"] < 1e-2
+    assert abs(tight["max_ratio"] - 1) <= tight["rounding"]
+    assert abs(tight["min_ratio_clipped"] - 1) <= tight["rounding"]
+    loose = clipping_rescue.step_bound(dataclasses.replace(config, clip=1e6), data, lr=0.5)
+    # tau far above: nothing is clipped and each step moves lr ||g|| << lr tau.
+    assert loose["clipped_steps"] == 0 and loose["min_ratio_clipped"] is None
+    assert 0 < loose["max_ratio"] < 1e-3
