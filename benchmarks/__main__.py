@@ -1,0 +1,141 @@
+"""``python -m benchmarks``: runs the sections and writes the Markdown report.
+
+Options: ``--tiny`` (smoke-test sizes), ``--out PATH`` (default BENCHMARKS.md
+at the repository root), ``--only SECTION,...``, ``--repeats N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+
+from benchmarks import compile_time, gpu, memory, report, settings, throughput, utilization
+from benchmarks.report import Section
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FINDINGS = pathlib.Path(__file__).resolve().parent / "findings.md"
+SECTIONS: dict[str, Callable[[settings.Settings], Section]] = {
+    "compile": compile_time.run,
+    "throughput": throughput.run,
+    "utilization": utilization.run,
+    "memory": memory.run,
+    "gpu": gpu.run,
+}
+
+HOW_TO_RUN = """\
+## How to run
+
+```sh
+make bench                                        # = .venv/bin/python -m benchmarks
+.venv/bin/python -m benchmarks --only compile,memory --repeats 3
+.venv/bin/python -m benchmarks --tiny --out /tmp/B.md   # seconds; what the tests run
+```
+
+The baselines are the optional `bench` extra (`pip install -e ".[bench]"`:
+equinox and torch); a missing one is reported as "not installed".
+
+On a GPU machine (a CUDA build of jax, e.g. `pip install "jax[cuda12]"`, and
+optionally a CUDA build of torch), the same single command runs every section
+on the GPU in under 5 minutes and writes a separate report:
+
+```sh
+python -m benchmarks --out BENCHMARKS_gpu.md
+```
+"""
+
+
+def _section_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in SECTIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(bad) or repr(text)}; valid: {', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--repeats must be a positive integer, got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument(
+        "--out", default=str(ROOT / "BENCHMARKS.md"), help="report path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--only",
+        type=_section_list,
+        default=list(SECTIONS),
+        metavar="SECTION,...",
+        help=f"sections to run, of: {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-measurement log")
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=None,
+        help="timed samples per measurement (default: 5, 3 for throughput; --tiny: 2)",
+    )
+    return parser.parse_args(argv)
+
+
+def _failed(key: str, error: BaseException) -> Section:
+    """A section that reports its own crash instead of taking the run down."""
+    last = traceback.format_exception_only(type(error), error)[-1].strip()
+    return Section(key, "failed", "", ["error"], rows=[[last]])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the selected sections; returns 1 if one of them crashed."""
+    args = parse_args(argv)
+    logging.basicConfig(format="[benchmarks] %(message)s", stream=sys.stderr)
+    logging.getLogger("benchmarks").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    conf = (settings.tiny if args.tiny else settings.full)(args.repeats)
+    command = "python -m benchmarks" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv)
+    )
+    machine_info = report.machine()
+    sections, crashed = [], False
+    for key in args.only:
+        print(f"[benchmarks] {key} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            section = SECTIONS[key](conf)
+        except Exception as e:  # Report it, run the others, exit non-zero.
+            traceback.print_exc()
+            section, crashed = _failed(key, e), True
+        section.seconds = time.perf_counter() - start
+        print(f"[benchmarks] {key} done in {section.seconds:.0f} s", flush=True)
+        for goal in section.goals:
+            print(f"[benchmarks]   {goal.verdict}: {goal.line()}", flush=True)
+        sections.append(section)
+    header = ""
+    if conf.tiny:
+        header = "**Tiny sizes (`--tiny`)**: a smoke test; these numbers mean nothing."
+    footer = HOW_TO_RUN
+    if FINDINGS.exists():
+        footer = FINDINGS.read_text(encoding="utf-8") + "\n" + HOW_TO_RUN
+    text = report.render(
+        sections, command=command, machine_info=machine_info, header=header, footer=footer
+    )
+    report.write_atomic(args.out, text)
+    print(f"[benchmarks] wrote {args.out}", flush=True)
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

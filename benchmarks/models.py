@@ -1,0 +1,200 @@
+"""The networks and training loops that the sections compare, all on the same math.
+
+Every trainer is a pair ``(prepare, step)``: ``prepare(params) -> state`` from
+jaxstab's MLP parameters and ``step(state, x, y) -> (state, loss)`` for one
+minibatch, so the same :func:`train` loop (random minibatches of indices drawn
+with replacement, one draw per step) drives jaxstab's library, the
+hand-written reference and the prototypes, from the same initial weights. The
+MLP is ``[d_in] + [width] * depth + [d_out]``: ``depth`` hidden ReLU layers,
+He-normal weights (``N(0, 2 / fan_in)``), zero biases, mean softmax
+cross-entropy. Initialization happens once, outside the timed programs (as
+jaxstab's engine does it too).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+import jaxstab as js
+from benchmarks import prototypes
+from jaxstab.data import Dataset, load_digits
+
+Array = jax.Array
+State = Any
+Prepare = Callable[[Any], State]
+Step = Callable[[State, Array, Array], tuple[State, Array]]
+Apply = Callable[..., Array]
+
+D_IN, D_OUT = 64, 10  # The digits: 8x8 pixels, 10 classes.
+
+
+@functools.cache
+def digits() -> Dataset:
+    """The digits data set (loaded once per process)."""
+    return load_digits()
+
+
+def mlp_sizes(depth: int, width: int, d_in: int = D_IN, d_out: int = D_OUT) -> list[int]:
+    """``[d_in] + [width] * depth + [d_out]``: ``depth`` hidden layers."""
+    return [d_in] + [width] * depth + [d_out]
+
+
+def matmul_flops(sizes: list[int], batch: int) -> int:
+    """Analytic matmul FLOPs of one training step (forward + backward) of one network.
+
+    ``6 * batch * sum(fan_in * fan_out)``: per layer, ``2 * batch * fan_in *
+    fan_out`` for the forward product and twice that for the two backward
+    products (input and weight gradients). Bias adds and activations are not
+    counted; the first layer's input gradient, which XLA never computes, is.
+    """
+    return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean softmax cross-entropy of integer labels, in plain jnp."""
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+# --------------------------------------------------------------------------- #
+# The hand-written reference: a list of (w, b), nothing else.
+# --------------------------------------------------------------------------- #
+
+
+def init_layers(key: Array, sizes: list[int]) -> list[tuple[Array, Array]]:
+    """He-normal weights and zero biases as a plain list of ``(w, b)``."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        (jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), jnp.zeros((b,)))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def to_layers(params: Any) -> list[tuple[Array, Array]]:
+    """jaxstab's stacked MLP parameters as a plain list of per-layer ``(w, b)``.
+
+    Works on per-seed parameters and, under ``jax.vmap``, on seed-stacked ones.
+    """
+    layers = []
+    for group in params["hidden"]:
+        for i in range(group["w"].shape[0]):
+            layers.append((group["w"][i], group["b"][i]))
+    layers.append((params["output"]["w"], params["output"]["b"]))
+    return layers
+
+
+def apply_layers(params: list[tuple[Array, Array]], x: Array) -> Array:
+    """The MLP as an unrolled Python loop of per-layer matmuls."""
+    h = x
+    for w, b in params[:-1]:
+        h = jax.nn.relu(h @ w + b[None, :])
+    w, b = params[-1]
+    return h @ w + b[None, :]
+
+
+def hand_trainer(*, lr: float, clip: float) -> tuple[Prepare, Step]:
+    """The no-abstraction reference: manual clip by global norm, then SGD."""
+
+    def loss_fn(params: list[tuple[Array, Array]], x: Array, y: Array) -> Array:
+        return cross_entropy(apply_layers(params, x), y)
+
+    def step(params: list[tuple[Array, Array]], x: Array, y: Array) -> tuple[State, Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+        scale = jnp.minimum(1.0, clip / norm)
+        return jax.tree.map(lambda p, g: p - lr * scale * g, params, grads), loss
+
+    return to_layers, step
+
+
+# --------------------------------------------------------------------------- #
+# jaxstab's library: init_mlp, apply_mlp, clip_by_global_norm, make_train_step.
+# --------------------------------------------------------------------------- #
+
+
+def jaxstab_trainer(
+    *, lr: float, clip: float, apply: Apply = js.apply_mlp, split: bool = False
+) -> tuple[Prepare, Step]:
+    """jaxstab's training step (``make_train_step``, ``clip_by_global_norm``, SGD).
+
+    Args:
+      lr: learning rate.
+      clip: global-norm threshold.
+      apply: the forward pass, ``jaxstab.apply_mlp`` or a prototype.
+      split: train on :func:`benchmarks.prototypes.split_short_stacks` of the
+        parameters (the prototype of a library change).
+    """
+    optimizer = optax.chain(js.clip_by_global_norm(clip), optax.sgd(lr))
+
+    def loss_fn(params: Any, batch: tuple[Array, Array]) -> Array:
+        x, y = batch
+        return js.softmax_cross_entropy(apply(params, x, "relu"), y).mean()
+
+    train_step = js.make_train_step(loss_fn, optimizer)
+
+    def prepare(params: Any) -> State:
+        if split:
+            params = prototypes.split_short_stacks(params)
+        return params, optimizer.init(params)
+
+    def step(state: State, x: Array, y: Array) -> tuple[State, Array]:
+        params, opt_state, metrics = train_step(*state, (x, y))
+        return (params, opt_state), metrics["loss"]
+
+    return prepare, step
+
+
+# --------------------------------------------------------------------------- #
+# The shared loop.
+# --------------------------------------------------------------------------- #
+
+
+def train(
+    step: Step, state: State, key: Array, x: Array, y: Array, *, steps: int, batch: int
+) -> tuple[State, Array]:
+    """``steps`` steps of ``lax.scan``, each on ``batch`` indices drawn with replacement.
+
+    Returns:
+      The final state and the ``[steps]`` minibatch losses.
+    """
+    n = x.shape[0]
+
+    def body(state: State, i: Array) -> tuple[State, Array]:
+        idx = jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, n)
+        return step(state, x[idx], y[idx])
+
+    return lax.scan(body, state, jnp.arange(steps))
+
+
+def full_run(prepare: Prepare, step: Step, *, steps: int, batch: int) -> Callable[..., Array]:
+    """``run(params, key, x, y) -> losses [steps]``: a whole training run from ``params``."""
+
+    def run(params: Any, key: Array, x: Array, y: Array) -> Array:
+        _, losses = train(step, prepare(params), key, x, y, steps=steps, batch=batch)
+        return losses
+
+    return run
+
+
+def init_params(sizes: list[int], seeds: int, seed: int = 0) -> tuple[Any, Array]:
+    """Seed-stacked jaxstab MLP parameters (He-normal) and per-seed minibatch keys."""
+    keys = jax.random.split(jax.random.key(seed), (2, seeds))
+    init = jax.jit(jax.vmap(lambda k: js.init_mlp(k, sizes, weight_init=js.he_normal())))
+    return init(keys[0]), keys[1]
+
+
+def unstack(tree: Any, n: int) -> list[Any]:
+    """The ``n`` slices of a pytree along its leading axis."""
+    return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(n)]
+
+
+def device_data(data: Dataset) -> tuple[Array, Array]:
+    """The training split on the default device."""
+    return jnp.asarray(data.x_train), jnp.asarray(data.y_train)
