@@ -31,17 +31,20 @@ HOW_TO_RUN = """\
 ## How to run
 
 ```sh
-make bench                                        # = .venv/bin/python -m benchmarks
+make bench                     # = .venv/bin/python -m benchmarks: ~8 min on 2 idle cores
 .venv/bin/python -m benchmarks --only compile,memory --repeats 3
-.venv/bin/python -m benchmarks --tiny --out /tmp/B.md   # seconds; what the tests run
+.venv/bin/python -m benchmarks --tiny --out /tmp/B.md   # ~2 min of XLA compiles; the tests run it
 ```
+
+Each measurement is logged to stderr as it is taken (`--quiet` turns that off).
 
 The baselines are the optional `bench` extra (`pip install -e ".[bench]"`:
 equinox and torch); a missing one is reported as "not installed".
 
 On a GPU machine (a CUDA build of jax, e.g. `pip install "jax[cuda12]"`, and
 optionally a CUDA build of torch), the same single command runs every section
-on the GPU in under 5 minutes and writes a separate report:
+on the GPU and writes a separate report; it is sized to finish in under 5
+minutes there (not yet run on a GPU: none was available):
 
 ```sh
 python -m benchmarks --out BENCHMARKS_gpu.md

@@ -94,7 +94,7 @@ def run(settings: Settings) -> Section:
     section.notes.append(
         f"Ratio without / with `remat=True`: peak {plain['peak'] / remat['peak']:.2f}x, "
         f"temporaries {plain['temps'] / max(remat['temps'], 1):.2f}x. Two-level remat "
-        f"(prototype) against `remat=True`: temporaries "
-        f"{remat['temps'] / max(nested['temps'], 1):.1f}x smaller."
+        f"(prototype) against `remat=True`: temporaries {remat['temps'] / MiB:.1f} -> "
+        f"{nested['temps'] / MiB:.1f} MiB ({remat['temps'] / max(nested['temps'], 1):.2f}x)."
     )
     return section

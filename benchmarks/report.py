@@ -188,9 +188,12 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".md", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is not.
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -55,12 +55,16 @@ def test_tiny_run_writes_every_section_and_row(tmp_path):
     for key in cli.SECTIONS:
         assert f"\n## {key}: " in text, key
     lines = text.splitlines()
-    rows = lambda start: [line for line in lines if line.startswith(start)]
+    rows = lambda start, cells=None: [
+        line
+        for line in lines
+        if line.startswith(start) and (cells is None or line.count(" | ") == cells - 1)
+    ]
     # compile: one row per depth of the tiny ladder, every layout measured or skipped.
     assert len(rows("| 2 | ")) == 1 and len(rows("| 8 | ")) == 1
-    # throughput: one row per implementation, (a)-(f).
+    # throughput: one row per implementation, (a)-(f), in the 7-column table.
     for label in "abcdef":
-        assert len(rows(f"| ({label}) ")) == 1, label
+        assert len(rows(f"| ({label}) ", cells=7)) == 1, label
     # utilization: the tiny width, three implementations.
     assert len(rows("| 32 | ")) == 3
     # memory: three variants.
@@ -190,6 +194,9 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
     report.write_atomic(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in path.parent.iterdir()] == ["B.md"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # Not mkstemp's private 0o600.
 
 
 # --------------------------------------------------------------------------- #
@@ -241,7 +248,7 @@ def test_torch_model_holds_the_same_weights():
     torch = pytest.importorskip("torch")
     params = js.init_mlp(jax.random.key(0), SIZES)
     layers = [(np.asarray(w), np.asarray(b)) for w, b in models.to_layers(params)]
-    x = np.asarray(jax.random.normal(jax.random.key(1), (4, 64)))
+    x = np.array(jax.random.normal(jax.random.key(1), (4, 64)))
     loop = torch_baseline.TorchLoop(x, np.zeros(4), batch=2, lr=0.1, clip=1.0)
     with torch.no_grad():
         out = loop._model(layers)(torch.from_numpy(x)).numpy()
