@@ -73,7 +73,7 @@ def loss_vs_depth(rows: Sequence[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final training loss (median, IQR over seeds)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Trainability against depth")
+    fig.suptitle("Trainability against depth", y=1.03)
     _save(fig, path)
     plt.close(fig)
 
