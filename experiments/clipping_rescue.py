@@ -22,10 +22,8 @@ parameters of a few steps at the largest learning rate.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,11 @@ import optax
 import jaxstab as js
 from jaxstab.data import Dataset, load_digits
 from jaxstab.experiment import Config, Result, run_many
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "clipping_rescue"
 CHANCE_LOSS = math.log(10.0)  # cross-entropy of the uniform prediction over 10 classes
@@ -277,27 +279,12 @@ def claims(measured: dict[str, Any], config: ExperimentConfig) -> list[dict[str,
 # --- figures -----------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
-
-
 LABELS = {"none": "no clipping", "clip": "clip_by_global_norm"}
 
 
 def plot_sweep(measured: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """Against lr: failure and divergence rates, final loss, clip rate, pre-clip norms."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     fig, axes = plt.subplots(2, 2, layout="constrained", figsize=(9, 6.4))
     lrs = np.asarray(measured["lrs"])
     for k, label in enumerate(("none", "clip")):
@@ -331,12 +318,12 @@ def plot_sweep(measured: dict[str, Any], config: ExperimentConfig, path: Path) -
     for ax in axes.ravel():
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_norm_histograms(results: list[Result], config: ExperimentConfig, path: Path) -> None:
     """Per lr: the distribution of pre-clip gradient norms over steps and seeds."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     lrs = learning_rates(config)
     cols = math.ceil(len(lrs) / 2)
     fig, axes = plt.subplots(
@@ -365,7 +352,7 @@ def plot_norm_histograms(results: list[Result], config: ExperimentConfig, path: 
         ax.set_xlabel("log10 pre-clip gradient norm")
     axes[0, 0].set_ylabel("density (steps before divergence)")
     axes[0, 0].legend(fontsize=7)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 # --- main ----------------------------------------------------------------------------
@@ -373,10 +360,7 @@ def plot_norm_histograms(results: list[Result], config: ExperimentConfig, path: 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figures into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/experiments") / NAME)
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     config = get_config(args.quick)
     data = load_digits()
     results, programs = run_many(engine_configs(config), data)
@@ -389,16 +373,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, draw in figures.items():
         draw(args.workdir / name)
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(config),
-        "measured": measured,
-        "claims": claims(measured, config),
-        "figures": list(figures),
-    }
-    write_text(args.workdir / "results.json", json.dumps(result, indent=1, allow_nan=False))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=config,
+        measured=measured,
+        claims=claims(measured, config),
+        figures=list(figures),
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,8 @@ Run: ``python experiments/dying_relu.py [--quick] [--workdir DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxstab as js
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "dying_relu"
 
@@ -361,11 +363,7 @@ def make_claims(cfg: ExperimentConfig, measured: dict[str, Any]) -> list[dict[st
 
 def plot(cfg: ExperimentConfig, measured: dict[str, Any], workdir: Path) -> list[str]:
     """``dying_relu_vs_depth.png``: MC against the closed form, and the remedies."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _common.pyplot()
     depths = np.asarray(measured["depths"])
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for i, width in enumerate(cfg.widths):
@@ -400,9 +398,7 @@ def plot(cfg: ExperimentConfig, measured: dict[str, Any], workdir: Path) -> list
     fig.suptitle(f"Dying ReLU at init, He-normal weights, {cfg.seeds} networks per curve")
     fig.tight_layout()
     name = f"{NAME}_vs_depth.png"
-    with atomic_path(workdir / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _common.save_and_close(fig, workdir / name, tight=False)
     return [name]
 
 
@@ -411,26 +407,20 @@ def plot(cfg: ExperimentConfig, measured: dict[str, Any], workdir: Path) -> list
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figure into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk configuration")
-    parser.add_argument("--workdir", default=f"runs/experiments/{NAME}")
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     cfg = get_config(args.quick)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     measured = summarize(cfg, run_all(cfg))
     measured["wall_seconds"] = time.perf_counter() - start
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(cfg),
-        "measured": measured,
-        "claims": make_claims(cfg, measured),
-        "figures": plot(cfg, measured, workdir),
-    }
-    write_text(workdir / "results.json", json.dumps(result, indent=1))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=cfg,
+        measured=measured,
+        claims=make_claims(cfg, measured),
+        figures=plot(cfg, measured, args.workdir),
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ and per activation value), back-propagated gradients and weight gradients
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,11 @@ import optax
 import jaxstab as js
 from jaxstab import diagnostics
 from jaxstab.data import load_digits
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "glorot2010_saturation"
 PERCENTILES = (2.0, 16.0, 50.0, 84.0, 98.0)  # of phi(z) per layer; 16-84 is +-1 std if Gaussian
@@ -386,23 +388,8 @@ def claims(measured: dict[str, Any], config: ExperimentConfig) -> list[dict[str,
 # --- figures -----------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
-
-
 def _grid(config: ExperimentConfig, **kwargs: Any) -> tuple[Any, Any]:
-    plt = _pyplot()
+    plt = _common.pyplot()
     rows, cols = len(config.activations), len(config.inits)
     fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, layout="constrained", **kwargs)
     for (r, act), (c, init) in itertools.product(
@@ -419,7 +406,7 @@ def _first_run(out: dict[str, Any], act: str, init: str) -> int:
 def plot_activations(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """Per layer: mean phi(z) and its 2-98 percentile band over training (seed 0)."""
     fig, axes = _grid(config, figsize=(10, 3.2 * len(config.activations)))
-    colors = _pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
+    colors = _common.pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
     for (r, act), (c, init) in itertools.product(
         enumerate(config.activations), enumerate(config.inits)
     ):
@@ -439,13 +426,13 @@ def plot_activations(out: dict[str, Any], config: ExperimentConfig, path: Path) 
     axes[0, -1].legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("SGD step")
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_saturation(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """Per layer: fraction of values (solid) and of units (dashed) saturated, over training."""
     fig, axes = _grid(config, figsize=(10, 3.2 * len(config.activations)))
-    colors = _pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
+    colors = _common.pyplot().cm.viridis(np.linspace(0, 0.9, config.depth))
     for (r, act), (c, init) in itertools.product(
         enumerate(config.activations), enumerate(config.inits)
     ):
@@ -466,12 +453,12 @@ def plot_saturation(out: dict[str, Any], config: ExperimentConfig, path: Path) -
     axes[0, -1].legend(fontsize=7, title="solid: values, dashed: units", title_fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("SGD step")
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_histograms(out: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """Normalized histograms of phi(z) per layer, at init and after training (seed 0)."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     cols = [(init, when) for init in config.inits for when in (0, -1)]
     fig, axes = plt.subplots(
         len(config.activations),
@@ -494,12 +481,12 @@ def plot_histograms(out: dict[str, Any], config: ExperimentConfig, path: Path) -
         ax.set_title(f"{act}, {INIT_LABELS.get(init, init)}, step {step}", fontsize=9)
         ax.set_xlabel("phi(z)")
     axes[0, -1].legend(fontsize=7)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_gradients(measured: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """tanh at init, per layer: activation std, back-propagated and weight gradient RMS."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     fields = (
         ("activation_std_init", "std of phi(z)"),
         ("signal_rms_init", "RMS of dl/dz (back-propagated)"),
@@ -515,7 +502,7 @@ def plot_gradients(measured: dict[str, Any], config: ExperimentConfig, path: Pat
         ax.set_title(f"tanh at init: {label}", fontsize=9)
         ax.set_xticks(layers)
     axes[0].legend(fontsize=8)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 # --- main ----------------------------------------------------------------------------
@@ -523,10 +510,7 @@ def plot_gradients(measured: dict[str, Any], config: ExperimentConfig, path: Pat
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figures into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/experiments") / NAME)
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     config = get_config(args.quick)
     out = run_experiment(config)
     measured = summarize(out, config)
@@ -538,16 +522,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, draw in figures.items():
         draw(args.workdir / name)
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(config),
-        "measured": measured,
-        "claims": claims(measured, config),
-        "figures": list(figures),
-    }
-    write_text(args.workdir / "results.json", json.dumps(result, indent=1))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=config,
+        measured=measured,
+        claims=claims(measured, config),
+        figures=list(figures),
+    )
 
 
 if __name__ == "__main__":

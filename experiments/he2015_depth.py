@@ -19,9 +19,7 @@ per-layer second moment of the pre-activations at init.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,11 @@ import numpy as np
 
 from jaxstab.data import load_digits
 from jaxstab.experiment import Config, Result, run_many
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "he2015_depth"
 CHANCE_LOSS = math.log(10.0)  # cross-entropy of the uniform prediction over 10 classes
@@ -203,24 +205,9 @@ def claims(measured: dict[str, Any], config: ExperimentConfig) -> list[dict[str,
 # --- figures -----------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
-
-
 def plot_loss_curves(results: list[Result], config: ExperimentConfig, path: Path) -> None:
     """Per depth: training loss against step, median over seeds and the seed range."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     fig, axes = plt.subplots(
         1,
         len(config.depths),
@@ -247,12 +234,12 @@ def plot_loss_curves(results: list[Result], config: ExperimentConfig, path: Path
         ax.set_xlabel("SGD step")
     axes[0, 0].set_ylabel("training loss (median, seed range)")
     axes[0, 0].legend(fontsize=8)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_final_loss(measured: dict[str, Any], config: ExperimentConfig, path: Path) -> None:
     """Final training loss against depth: every seed, and the median."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     fig, ax = plt.subplots(layout="constrained", figsize=(4.8, 3.4))
     for k, init in enumerate(config.inits):
         medians = []
@@ -268,12 +255,12 @@ def plot_final_loss(measured: dict[str, Any], config: ExperimentConfig, path: Pa
     ax.set_ylabel(f"training loss after {config.steps} steps")
     ax.set_xticks(config.depths)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 def plot_signal(results: list[Result], config: ExperimentConfig, path: Path) -> None:
     """At init, deepest depth: log2 of each layer's pre-activation second moment, per seed."""
-    plt = _pyplot()
+    plt = _common.pyplot()
     fig, ax = plt.subplots(layout="constrained", figsize=(4.8, 3.4))
     deep = max(config.depths)
     layers = np.arange(1, deep + 1)
@@ -286,7 +273,7 @@ def plot_signal(results: list[Result], config: ExperimentConfig, path: Path) -> 
     ax.set_ylabel("log2 q (pre-activation second moment)")
     ax.set_title(f"at init, {deep} layers, every seed", fontsize=9)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    _common.save_and_close(fig, path)
 
 
 # --- main ----------------------------------------------------------------------------
@@ -294,10 +281,7 @@ def plot_signal(results: list[Result], config: ExperimentConfig, path: Path) -> 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figures into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/experiments") / NAME)
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     config = get_config(args.quick)
     results, programs = run_many(engine_configs(config), load_digits())
     measured = summarize(results, config)
@@ -309,16 +293,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, draw in figures.items():
         draw(args.workdir / name)
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(config),
-        "measured": measured,
-        "claims": claims(measured, config),
-        "figures": list(figures),
-    }
-    write_text(args.workdir / "results.json", json.dumps(result, indent=1, allow_nan=False))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=config,
+        measured=measured,
+        claims=claims(measured, config),
+        figures=list(figures),
+    )
 
 
 if __name__ == "__main__":

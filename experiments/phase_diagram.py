@@ -23,10 +23,8 @@ Run: ``python experiments/phase_diagram.py [--quick] [--workdir DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,11 @@ import optax
 import jaxstab as js
 from jaxstab import theory
 from jaxstab.data import load_digits
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "phase_diagram"
 
@@ -260,11 +262,7 @@ def make_claims(cfg: ExperimentConfig, m: dict[str, Any]) -> list[dict[str, Any]
 
 def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
     """``phase_diagram_heatmap.png``: median final accuracy with 6 xi_c drawn over it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _common.pyplot()
     sw = np.asarray(cfg.sigma_w2)
     depths = np.asarray(cfg.depths)
     acc = np.asarray(m["median_accuracy"])
@@ -293,9 +291,7 @@ def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     name = f"{NAME}_heatmap.png"
-    with atomic_path(workdir / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _common.save_and_close(fig, workdir / name, tight=False)
     return [name]
 
 
@@ -304,26 +300,20 @@ def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figure into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk configuration")
-    parser.add_argument("--workdir", default=f"runs/experiments/{NAME}")
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     cfg = get_config(args.quick)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     measured = summarize(cfg, train_grid(cfg))
     measured["wall_seconds"] = time.perf_counter() - start
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(cfg),
-        "measured": measured,
-        "claims": make_claims(cfg, measured),
-        "figures": plot(cfg, measured, workdir),
-    }
-    write_text(workdir / "results.json", json.dumps(result, indent=1))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=cfg,
+        measured=measured,
+        claims=make_claims(cfg, measured),
+        figures=plot(cfg, measured, args.workdir),
+    )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,8 @@ Run: ``python experiments/signal_propagation.py [--quick] [--workdir DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -49,7 +47,11 @@ import numpy as np
 
 import jaxstab as js
 from jaxstab import diagnostics, theory
-from jaxstab.sweep import atomic_path, write_text
+
+try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
+    import _common
+except ModuleNotFoundError:  # imported as experiments.<name> (python -m, from the repo root)
+    from experiments import _common
 
 NAME = "signal_propagation"
 
@@ -458,11 +460,6 @@ def make_claims(
     return claims
 
 
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-
-
 def plot(
     cfg: ExperimentConfig,
     profiles: list[dict[str, Any]],
@@ -470,11 +467,7 @@ def plot(
     workdir: Path,
 ) -> list[str]:
     """``signal_propagation_profiles.png`` and ``signal_propagation_jacobian.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _common.pyplot()
     layers = np.arange(1, cfg.depth + 1)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for col, act in enumerate(("tanh", "relu")):
@@ -500,8 +493,7 @@ def plot(
     fig.suptitle(f"Signal propagation at init, width {cfg.width}, depth {cfg.depth}")
     fig.tight_layout()
     names = [f"{NAME}_profiles.png", f"{NAME}_jacobian.png"]
-    _save(fig, workdir / names[0])
-    plt.close(fig)
+    _common.save_and_close(fig, workdir / names[0], tight=False)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for col, act in enumerate(("tanh", "relu")):
@@ -531,8 +523,7 @@ def plot(
         ax.legend(fontsize=7)
     fig.suptitle(f"Jacobian spectra at criticality, width {cfg.width}, depth {cfg.depth}")
     fig.tight_layout()
-    _save(fig, workdir / names[1])
-    plt.close(fig)
+    _common.save_and_close(fig, workdir / names[1], tight=False)
     return names
 
 
@@ -541,13 +532,8 @@ def plot(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; writes results.json and the figures into the workdir."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the shrunk configuration")
-    parser.add_argument("--workdir", default=f"runs/experiments/{NAME}")
-    args = parser.parse_args(argv)
+    args = _common.parse_args(NAME, __doc__, argv)
     cfg = get_config(args.quick)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     profiles = measure_profiles(cfg)
     spectra = measure_spectra(cfg)
@@ -557,16 +543,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "spectra": {s["name"]: {k: v for k, v in s.items() if k not in drop} for s in spectra},
         "wall_seconds": time.perf_counter() - start,
     }
-    result = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "config": dataclasses.asdict(cfg),
-        "measured": measured,
-        "claims": make_claims(cfg, measured["profiles"], measured["spectra"]),
-        "figures": plot(cfg, profiles, spectra, workdir),
-    }
-    write_text(workdir / "results.json", json.dumps(result, indent=1))
-    return result
+    return _common.write_results(
+        args.workdir,
+        experiment=NAME,
+        quick=args.quick,
+        config=cfg,
+        measured=measured,
+        claims=make_claims(cfg, measured["profiles"], measured["spectra"]),
+        figures=plot(cfg, profiles, spectra, args.workdir),
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ stable losses, optax clipping transforms that report what they did, per-layer
 diagnostics and mean-field theory.
 """
 
+from jaxstab import devices as devices
 from jaxstab import diagnostics as diagnostics
 from jaxstab import theory as theory
 from jaxstab._activations import ACTIVATIONS as ACTIVATIONS
@@ -43,7 +44,9 @@ from jaxstab._lsuv import lsuv as lsuv
 from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
 from jaxstab._mlp import mlp_sizes as mlp_sizes
+from jaxstab._mlp import split_stacks as split_stacks
 from jaxstab._train import make_train_step as make_train_step
+from jaxstab.devices import set_cpu_devices as set_cpu_devices
 from jaxstab.theory import critical as critical
 
 __version__ = "0.1.0"
@@ -60,6 +63,7 @@ __all__ = [
     "clip_by_global_norm",
     "clip_by_layer_norm",
     "compute_fans",
+    "devices",
     "diagnostics",
     "constant",
     "critical",
@@ -80,10 +84,12 @@ __all__ = [
     "make_train_step",
     "mlp_sizes",
     "normal",
+    "set_cpu_devices",
     "orthogonal",
     "theory",
     "softmax",
     "softmax_cross_entropy",
+    "split_stacks",
     "torch_linear",
     "variance_scaling",
     "xavier_normal",

@@ -10,12 +10,17 @@ stacked along a leading depth axis ``k``; each group runs as one ``lax.scan``,
 so the traced program (and its compile time) does not grow with depth. A
 ``[64, 256 x 50, 10]`` net has two groups: the input layer ``(64, 256)`` with
 ``k = 1`` and 49 layers ``(256, 256)``.
+
+Under ``jax.vmap`` over seeds a stack costs slicing ``[seeds, k, n, m]`` and
+gathering the gradient back into it; for short stacks :func:`split_stacks`
+gives every layer its own buffers instead (straight-line code, no scan).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeAlias, overload
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +29,12 @@ from jax import lax
 from jaxstab._activations import get_activation
 from jaxstab._initializers import Initializer, he_normal, zeros
 from jaxstab._typing import ActivationLike, Array, ArrayLike, DTypeLike, Params, PRNGKey
+
+SPLIT_MAX_LEN = 16
+"""Default of :func:`split_stacks`: stacks of at most this many layers are split."""
+
+Remat: TypeAlias = bool | Literal["layer", "sqrt"]
+REMAT_POLICIES = (False, True, "layer", "sqrt")
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -113,6 +124,59 @@ def mlp_sizes(params: Params) -> list[int]:
     return sizes
 
 
+def split_stacks(params: Params, max_len: int = SPLIT_MAX_LEN) -> Params:
+    """The same MLP with every stack of at most ``max_len`` layers split into single layers.
+
+    A group ``{"w": [k, n, m], "b": [k, m]}`` with ``k <= max_len`` becomes
+    ``k`` groups ``{"w": [1, n, m], "b": [1, m]}``; longer stacks stay stacked
+    and scanned, so compile time still does not grow with depth. Everything
+    that takes MLP parameters accepts either layout and computes the same
+    function (a scan of length one is straight-line code).
+
+    Why: under ``jax.vmap`` over seeds, a stacked group is one
+    ``[seeds, k, n, m]`` array. Each step slices layers out of it, and the
+    gradient is gathered back into the same layout; on XLA:CPU that costs about
+    17% of a depth-8, width-128 training step (``BENCHMARKS.md``). Split, each
+    layer is its own buffer and its matmuls read it in place. Split once, before
+    training (the optimizer state then takes the same layout), not inside the
+    step.
+
+    Args:
+      params: MLP parameters from :func:`init_mlp`, for one network; vmap it
+        for seed-stacked parameters (``jax.vmap(split_stacks)(params)``).
+      max_len: the longest stack to split; 0 splits nothing.
+
+    Returns:
+      Parameters with the same leaves, regrouped.
+
+    Example:
+      >>> params = init_mlp(jax.random.key(0), [4, 8, 8, 8, 2])
+      >>> [g["w"].shape for g in split_stacks(params)["hidden"]]
+      [(1, 4, 8), (1, 8, 8), (1, 8, 8)]
+    """
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 0:
+        raise ValueError(f"max_len must be a non-negative int, got {max_len!r}")
+    hidden = []
+    for group in params["hidden"]:
+        count = group["w"].shape[-3]
+        if count == 1 or count > max_len:
+            hidden.append(group)
+        else:
+            hidden += [jax.tree.map(lambda a, i=i: a[i : i + 1], group) for i in range(count)]
+    return {"hidden": hidden, "output": params["output"]}
+
+
+def _check_remat(remat: Any) -> str | None:
+    """``remat`` as None (off), ``"layer"`` or ``"sqrt"``; a clear error otherwise."""
+    if remat is False:
+        return None
+    if remat is True or remat == "layer":
+        return "layer"
+    if remat == "sqrt":
+        return "sqrt"
+    raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {remat!r}")
+
+
 def scan_hidden(
     params: Params,
     x: Array,
@@ -120,7 +184,7 @@ def scan_hidden(
     *,
     collect: Callable[[Array, Array], Any] | None = None,
     offsets: Sequence[Array] | None = None,
-    remat: bool = False,
+    remat: Remat = False,
 ) -> tuple[Array, list[Any]]:
     """Runs the hidden layers, one ``lax.scan`` per group; the shared forward pass.
 
@@ -133,14 +197,19 @@ def scan_hidden(
       offsets: per group, an array ``[k, batch, n_out]`` added to the
         pre-activations. Differentiating with respect to zero offsets gives
         ``dL/dz`` of every layer from one backward pass.
-      remat: rematerialize each layer in the backward pass, so only the layer
-        inputs are stored across the depth (``jax.checkpoint``).
+      remat: what the backward pass stores across the depth. ``False``: every
+        layer's activations. ``True`` or ``"layer"``: only each layer's input
+        (``jax.checkpoint`` per layer; one extra forward). ``"sqrt"``: only the
+        inputs of blocks of ``isqrt(k)`` layers plus one block's activations,
+        ``O(sqrt(k))`` memory for a stack of ``k`` (two-level checkpointing;
+        Chen et al. 2016, arXiv:1604.06174).
 
     Returns:
       ``(h, collected)``: the last hidden activation ``[batch, hL]`` and, per
       group, the stacked output of ``collect`` (leading axis ``k``).
     """
     phi = get_activation(activation)
+    policy = _check_remat(remat)
     collected = []
     h = x
     for i, group in enumerate(params["hidden"]):
@@ -153,9 +222,12 @@ def scan_hidden(
             h_next = phi(z)
             return h_next, (collect(z, h_next) if collect is not None else None)
 
-        body = jax.checkpoint(layer) if remat else layer
         group_offsets = None if offsets is None else offsets[i]
-        h, out = scan_group(body, h, group, (group, group_offsets))
+        if policy == "sqrt":
+            h, out = _scan_blocks(layer, h, group, (group, group_offsets))
+        else:
+            body = jax.checkpoint(layer) if policy == "layer" else layer
+            h, out = scan_group(body, h, group, (group, group_offsets))
         collected.append(out)
     return h, collected
 
@@ -175,6 +247,38 @@ def scan_group(
     return h, jax.tree.map(lambda a: a[None], out)
 
 
+def _scan_blocks(
+    body: Callable[[Array, Any], tuple[Array, Any]], h: Array, group: dict[str, Array], xs: Any
+) -> tuple[Array, Any]:
+    """``scan_group`` with two-level checkpointing: an outer scan over blocks of layers.
+
+    A stack of ``k`` layers runs as ``k // b`` blocks of ``b = isqrt(k)``
+    layers, then the ``k mod b < b`` remaining layers. Each block, an inner
+    scan, is one ``jax.checkpoint``: the backward pass keeps only the block
+    inputs, then recomputes one block at a time with its activations, so it
+    stores ``O(sqrt(k))`` activations instead of ``k`` layer inputs. The
+    remaining layers are checkpointed one by one.
+    """
+    count = group["w"].shape[-3]
+    size = math.isqrt(count)
+    if group["w"].shape[-2] != group["w"].shape[-1] or size < 2:
+        return scan_group(jax.checkpoint(body), h, group, xs)
+    n_blocks = count // size
+    split = n_blocks * size
+    head = jax.tree.map(lambda a: a[:split].reshape(n_blocks, size, *a.shape[1:]), xs)
+
+    @jax.checkpoint
+    def block(h: Array, block_xs: Any) -> tuple[Array, Any]:
+        return lax.scan(body, h, block_xs)
+
+    h, out = lax.scan(block, h, head)
+    out = jax.tree.map(lambda a: a.reshape(split, *a.shape[2:]), out)
+    if split < count:
+        h, rest = lax.scan(jax.checkpoint(body), h, jax.tree.map(lambda a: a[split:], xs))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    return h, out
+
+
 @overload
 def apply_mlp(
     params: Params,
@@ -182,7 +286,7 @@ def apply_mlp(
     activation: ActivationLike = ...,
     *,
     capture: Literal[False] = ...,
-    remat: bool = ...,
+    remat: Remat = ...,
 ) -> Array: ...
 
 
@@ -193,7 +297,7 @@ def apply_mlp(
     activation: ActivationLike = ...,
     *,
     capture: Literal[True],
-    remat: bool = ...,
+    remat: Remat = ...,
 ) -> tuple[Array, Any]: ...
 
 
@@ -203,7 +307,7 @@ def apply_mlp(
     activation: ActivationLike = "relu",
     *,
     capture: bool = False,
-    remat: bool = False,
+    remat: Remat = False,
 ) -> Array | tuple[Array, Any]:
     """Applies the MLP: hidden layers ``h = phi(h @ w + b)``, then linear logits.
 
@@ -212,8 +316,10 @@ def apply_mlp(
       x: inputs ``[batch, d_in]``.
       activation: a name from :data:`jaxstab.ACTIVATIONS` or an elementwise callable.
       capture: also return every hidden layer's pre-activation.
-      remat: rematerialize the scanned layers in the backward pass (bounded
-        activation memory for very deep stacks, at the cost of a second forward).
+      remat: rematerialize in the backward pass for bounded activation memory
+        in very deep stacks, at the cost of a second forward: ``True`` (or
+        ``"layer"``) keeps each layer's input, ``"sqrt"`` only about
+        ``2 sqrt(L)`` of them (see :func:`scan_hidden`).
 
     Returns:
       ``logits [batch, d_out]``; with ``capture=True``, ``(logits, preactivations)``

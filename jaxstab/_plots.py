@@ -24,11 +24,6 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
-    with sweep.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-
-
 def _label(init: str, clip: Any, lr: float, many_lr: bool, many_clip: bool) -> str:
     label = init
     if many_lr:
@@ -74,7 +69,7 @@ def loss_vs_depth(rows: Sequence[dict[str, Any]], path: Path) -> None:
     axes[0][0].set_ylabel("final training loss (median, IQR over seeds)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Trainability against depth", y=1.03)
-    _save(fig, path)
+    sweep.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -96,7 +91,7 @@ def divergence(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("diverged fraction of seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    sweep.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -167,7 +162,7 @@ def layer_stats_vs_theory(
         axes[1][col].set_xlabel("layer")
         axes[0][col].legend(fontsize=7)
     fig.suptitle("Measured (median, IQR over seeds) vs mean-field theory (dashed)")
-    _save(fig, path)
+    sweep.save_figure(fig, path)
     plt.close(fig)
 
 

@@ -77,6 +77,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _cpu_devices(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _clip(text: str) -> float | None:
     return None if text.lower() == "none" else _positive_float(text)
 
@@ -171,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="skip configurations already finished in --out"
     )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--cpu-devices",
+        type=_single(_cpu_devices, "CPU device count (auto or a positive int)"),
+        default="auto",
+        help="JAX CPU devices to shard the seeds over; auto: one per usable core "
+        "(default auto; ignored when XLA_FLAGS sets the count)",
+    )
     r = sub.add_parser(
         "report", help="print the summary table and redraw the figures of a sweep directory"
     )
@@ -220,7 +231,19 @@ def _progress(quiet: bool) -> tuple[Callable[[int, int, str], None], Callable[[]
     return update, (lambda: bar["bar"].close() if "bar" in bar else None)
 
 
+def _set_cpu_devices(choice: int | str) -> None:
+    """One CPU device per core (or ``choice``), before the first JAX operation."""
+    from jaxstab.devices import set_cpu_devices
+
+    try:
+        set_cpu_devices(None if choice == "auto" else int(choice))
+    except RuntimeError as e:  # JAX already running (main() called in-process)
+        if choice != "auto":
+            raise UsageError(f"--cpu-devices {choice}: {e}") from None
+
+
 def sweep_command(args: argparse.Namespace) -> int:
+    _set_cpu_devices(args.cpu_devices)
     spec = sweep.SweepSpec(
         depths=args.depths,
         widths=args.widths,

@@ -34,7 +34,7 @@ from jaxstab._activations import ACTIVATIONS
 from jaxstab._clipping import clip_by_global_norm
 from jaxstab._initializers import INITIALIZERS, get_initializer
 from jaxstab._losses import accuracy, softmax_cross_entropy
-from jaxstab._mlp import apply_mlp, init_mlp
+from jaxstab._mlp import apply_mlp, init_mlp, split_stacks
 from jaxstab._train import make_train_step
 from jaxstab._typing import Array
 from jaxstab.data import Dataset, get_dataset
@@ -192,6 +192,9 @@ def _train_run(
 ) -> dict[str, Any]:
     """Trains one run (one seed at one hyperparameter point); vmapped over runs."""
     activation = spec.activation
+    # Short stacks train as separate per-layer buffers (faster under vmap; see
+    # split_stacks); long ones stay scanned so compile time stays flat in depth.
+    params = split_stacks(params)
     optimizer = _make_optimizer(spec.optimizer, lr, clip)
 
     def loss_fn(p: Any, batch: tuple[Array, Array]) -> Array:
@@ -307,15 +310,20 @@ def _seed_keys(config: Config) -> tuple[Array, Array]:
     return keys[:, 0], keys[:, 1]
 
 
-def _runs_sharding(n_runs: int) -> tuple[NamedSharding, int]:
-    """Shards the runs axis over every device; returns the sharding and padded size."""
-    devices = np.asarray(jax.devices())
-    mesh = Mesh(devices, ("runs",))
-    padded = -(-n_runs // devices.size) * devices.size
+def _runs_sharding(n_runs: int, devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, int]:
+    """Shards the runs axis over ``devices`` (default all); the sharding and padded size."""
+    mesh_devices = np.asarray(jax.devices() if devices is None else list(devices))
+    mesh = Mesh(mesh_devices, ("runs",))
+    padded = -(-n_runs // mesh_devices.size) * mesh_devices.size
     return NamedSharding(mesh, PartitionSpec("runs")), padded
 
 
-def _group(configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]) -> list[Result]:
+def _group(
+    configs: Sequence[Config],
+    data: Dataset,
+    arrays: dict[str, Array],
+    devices: Sequence[jax.Device] | None,
+) -> list[Result]:
     spec = _spec(configs[0])
     sizes = (data.d_in, *([spec.width] * spec.depth), data.d_out)
     params, lrs, clips, keys = [], [], [], []
@@ -334,7 +342,7 @@ def _group(configs: Sequence[Config], data: Dataset, arrays: dict[str, Array]) -
         jnp.concatenate(keys),
     )
     n_runs = int(inputs[1].shape[0])
-    sharding, padded = _runs_sharding(n_runs)
+    sharding, padded = _runs_sharding(n_runs, devices)
     # Pad the runs axis to a multiple of the device count by repeating run 0.
     pad = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_runs, axis=0)])
     inputs = jax.device_put(jax.tree.map(pad, inputs), sharding)
@@ -379,6 +387,7 @@ def run_many(
     data: Dataset | None = None,
     *,
     on_group_done: Callable[[list[Result]], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> tuple[list[Result], int]:
     """Trains every config, one compiled program per distinct program key.
 
@@ -387,6 +396,9 @@ def run_many(
       data: the data set; by default loaded from the configs' ``dataset`` name.
       on_group_done: called with each group's results as soon as it finishes
         (the command line writes them to disk there, for resuming).
+      devices: the devices to shard the runs axis over; default
+        ``jax.devices()``, every host's (on a CPU, see
+        :func:`jaxstab.set_cpu_devices` for one device per core).
 
     Returns:
       ``(results, programs_compiled)``: results in the order of ``configs``, and
@@ -394,6 +406,10 @@ def run_many(
     """
     if not configs:
         return [], 0
+    if devices is not None and (
+        not list(devices) or not all(isinstance(d, jax.Device) for d in devices)
+    ):
+        raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
     datasets = {c.dataset for c in configs}
     if data is None:
         if len(datasets) > 1:
@@ -405,7 +421,7 @@ def run_many(
     for group in group_configs(configs):
         program = _program(_spec(group[0]))
         before = program._cache_size()  # type: ignore[attr-defined]
-        results = _group(group, data, arrays)
+        results = _group(group, data, arrays, devices)
         compiled += program._cache_size() - before  # type: ignore[attr-defined]
         by_config.update({r.config: r for r in results})
         if on_group_done is not None:
@@ -413,7 +429,9 @@ def run_many(
     return [by_config[c] for c in configs], compiled
 
 
-def run(config: Config, data: Dataset | None = None) -> Result:
+def run(
+    config: Config, data: Dataset | None = None, *, devices: Sequence[jax.Device] | None = None
+) -> Result:
     """Trains one config's seeds as one vmapped, jitted program (see :func:`run_many`)."""
-    results, _ = run_many([config], data)
+    results, _ = run_many([config], data, devices=devices)
     return results[0]

@@ -130,6 +130,23 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def save_figure(fig: Any, path: Path, *, dpi: int = 110, tight: bool = True) -> None:
+    """Writes a matplotlib figure to ``path`` as PNG, atomically (temp file + rename).
+
+    The figure stays open: closing it (``plt.close(fig)``) is the caller's business.
+
+    Args:
+      fig: the ``matplotlib.figure.Figure`` to write.
+      path: the PNG file; its directory is created if needed.
+      dpi: resolution in dots per inch.
+      tight: crop to the drawn content (``bbox_inches="tight"``); False keeps the
+        figure's own size (the savefig default).
+    """
+    extra = {"bbox_inches": "tight"} if tight else {}
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", **extra)
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]

@@ -1,7 +1,6 @@
 """The engine: one program per architecture, determinism, divergence isolation, devices."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -85,11 +84,13 @@ def test_config_errors(kwargs, match):
 
 
 def test_four_devices_equal_one_device(tmp_path):
-    """The runs axis sharded over 4 CPU devices gives the single-device results."""
+    """The runs axis sharded over 4 CPU devices, or 2 of them, gives the single-device results."""
     script = textwrap.dedent(
         """
         import json, sys
         import numpy as np
+        import jaxstab
+        n = jaxstab.set_cpu_devices(int(sys.argv[2]))
         import jax
         from jaxstab import experiment as E
         from jaxstab.data import gaussian_mixture
@@ -97,21 +98,31 @@ def test_four_devices_equal_one_device(tmp_path):
         base = dict(depth=2, width=16, steps=20, eval_every=10, seeds=3, batch_size=32,
                     dataset="mixture")
         configs = [E.Config(**base, lr=lr) for lr in (0.05, 0.1)]  # 6 runs, padded to 8
-        results, _ = E.run_many(configs, data)
-        np.savez(sys.argv[1], n=len(jax.devices()),
-                 **{f"{i}": r.train_loss for i, r in enumerate(results)},
-                 **{f"acc{i}": r.test_accuracy for i, r in enumerate(results)})
+        out = {"n": len(jax.devices()), "set": n}
+        for name, devices in (("all", None), ("some", jax.devices()[1:3] or jax.devices())):
+            results, _ = E.run_many(configs, data, devices=devices)
+            for i, r in enumerate(results):
+                out[f"{name}{i}"] = r.train_loss
+                out[f"{name}acc{i}"] = r.test_accuracy
+        np.savez(sys.argv[1], **out)
         """
     )
     outs = {}
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
         path = tmp_path / f"d{n}.npz"
-        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env, timeout=300)
+        subprocess.run([sys.executable, "-c", script, str(path), str(n)], check=True, timeout=300)
         outs[n] = dict(np.load(path))
-    assert int(outs[1]["n"]) == 1 and int(outs[4]["n"]) == 4
+    assert int(outs[1]["n"]) == int(outs[1]["set"]) == 1
+    assert int(outs[4]["n"]) == int(outs[4]["set"]) == 4
     for k in ("0", "1", "acc0", "acc1"):
-        np.testing.assert_allclose(outs[4][k], outs[1][k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(outs[4]["all" + k], outs[1]["all" + k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(outs[4]["some" + k], outs[1]["all" + k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("devices", [[], ["cpu:0"], "cpu"])
+def test_bad_devices(devices):
+    with pytest.raises(ValueError, match=r"devices must be a non-empty sequence of jax\.Device"):
+        E.run_many([E.Config(**BASE)], DATA, devices=devices)
 
 
 def test_config_round_trips_through_json():

@@ -112,13 +112,96 @@ def test_check_grads_through_the_scan():
     )
 
 
-def test_remat_gives_the_same_gradients():
-    params = js.init_mlp(jax.random.key(9), [8] + [32] * 12 + [3])
+# Hidden stacks of 1, 11 (prime), 16 (a square) and 31 layers (31 = 5 blocks of 5 + 6 more).
+@pytest.mark.parametrize(
+    "remat, depth",
+    [(True, 12), ("layer", 2), ("sqrt", 2), ("sqrt", 12), ("sqrt", 17), ("sqrt", 32)],
+)
+def test_remat_gives_the_same_gradients(remat, depth):
+    params = js.init_mlp(jax.random.key(9), [8] + [32] * depth + [3])
     x = jax.random.normal(jax.random.key(10), (16, 8))
     y = jnp.arange(16) % 3
     g = jax.grad(_loss)(params, x, y, "relu", False)
-    g_remat = jax.grad(_loss)(params, x, y, "relu", True)
+    g_remat = jax.grad(_loss)(params, x, y, "relu", remat)
     chex.assert_trees_all_close(g, g_remat, rtol=1e-5, atol=1e-6)
+    _, pre = js.apply_mlp(params, x, "relu", capture=True)
+    _, pre_remat = js.apply_mlp(params, x, "relu", capture=True, remat=remat)
+    np.testing.assert_array_equal(pre_remat, pre)
+
+
+def _temp_bytes(remat, depth, width=64, batch=256):
+    params = jax.eval_shape(lambda: js.init_mlp(jax.random.key(0), [16] + [width] * depth + [4]))
+    x = jax.ShapeDtypeStruct((batch, 16), jnp.float32)
+    y = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    grad = jax.jit(jax.grad(lambda p, x, y: _loss(p, x, y, "relu", remat)))
+    return grad.lower(params, x, y).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_sqrt_remat_keeps_o_sqrt_depth_activations():
+    # XLA's memory analysis of the compiled gradient is deterministic. Per-layer
+    # remat keeps every layer input ([256, 64] f32 = 64 KiB) of a 255-layer
+    # stack; two-level remat keeps 15 block inputs plus one block's activations.
+    layer_input = 256 * 64 * 4
+    per_layer = {d: _temp_bytes(True, d) for d in (256, 1024)}
+    two_level = {d: _temp_bytes("sqrt", d) for d in (256, 1024)}
+    assert per_layer[256] >= 255 * layer_input
+    assert two_level[256] < per_layer[256] / 4
+    # 4x the depth: per-layer remat keeps 4x as much, two-level about sqrt(4) = 2x.
+    assert per_layer[1024] / per_layer[256] > 3.5
+    assert two_level[1024] / two_level[256] < 2.5
+
+
+@pytest.mark.parametrize("remat", ["block", 1, None])
+def test_bad_remat(remat):
+    params = js.init_mlp(jax.random.key(0), [3, 4, 4, 2])
+    with pytest.raises(ValueError, match="remat must be one of"):
+        js.apply_mlp(params, jnp.ones((2, 3)), remat=remat)
+
+
+def test_split_stacks_regroups_short_stacks_only():
+    params = js.init_mlp(jax.random.key(11), [6] + [8] * 4 + [5] * 20 + [3])
+    split = js.split_stacks(params, max_len=16)
+    shapes = [g["w"].shape for g in split["hidden"]]
+    # 3 equal (8, 8) layers split; the 19-layer (5, 5) stack stays scanned.
+    assert shapes == [(1, 6, 8)] + [(1, 8, 8)] * 3 + [(1, 8, 5), (19, 5, 5)]
+    assert js.mlp_sizes(split) == js.mlp_sizes(params)
+    assert jax.tree.leaves(js.split_stacks(params, max_len=0)) == jax.tree.leaves(params)
+    np.testing.assert_array_equal(split["hidden"][2]["w"][0], params["hidden"][1]["w"][1])
+    np.testing.assert_array_equal(split["hidden"][3]["b"][0], params["hidden"][1]["b"][2])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_split_stacks_computes_the_same_function_and_gradient(activation):
+    sizes = [6] + [16] * 9 + [4]
+    params = js.init_mlp(jax.random.key(12), sizes, bias_init=js.normal(0.1))
+    split = js.split_stacks(params)
+    x = jax.random.normal(jax.random.key(13), (8, 6))
+    y = jnp.arange(8) % 4
+    logits, pre = js.apply_mlp(params, x, activation, capture=True)
+    logits_s, pre_s = js.apply_mlp(split, x, activation, capture=True)
+    np.testing.assert_allclose(logits_s, logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(pre_s, pre, rtol=1e-6, atol=1e-6)
+    g = jax.grad(_loss)(params, x, y, activation)
+    g_split = jax.grad(_loss)(split, x, y, activation)
+    # The split gradient is the stacked one, regrouped the same way.
+    chex.assert_trees_all_close(g_split, js.split_stacks(g), rtol=1e-5, atol=1e-7)
+
+
+def test_split_stacks_under_vmap_equals_per_seed():
+    keys = jax.random.split(jax.random.key(14), 3)
+    sizes = [5, 7, 7, 7, 2]
+    stacked = jax.vmap(lambda k: js.init_mlp(k, sizes))(keys)
+    split = jax.vmap(js.split_stacks)(stacked)
+    for i, k in enumerate(keys):
+        one = js.split_stacks(js.init_mlp(k, sizes))
+        chex.assert_trees_all_equal(jax.tree.map(lambda a, i=i: a[i], split), one)
+
+
+@pytest.mark.parametrize("max_len", [-1, 1.5, True])
+def test_split_stacks_bad_max_len(max_len):
+    params = js.init_mlp(jax.random.key(0), [3, 4, 4, 2])
+    with pytest.raises(ValueError, match="max_len must be a non-negative int"):
+        js.split_stacks(params, max_len=max_len)
 
 
 def test_one_trace_per_jitted_function():
