@@ -1,7 +1,9 @@
 """``python -m benchmarks``: runs the sections and writes the Markdown report.
 
 Options: ``--tiny`` (smoke-test sizes), ``--out PATH`` (default BENCHMARKS.md
-at the repository root), ``--only SECTION,...``, ``--repeats N``.
+at the repository root), ``--only SECTION,...``, ``--repeats N``,
+``--cpu-devices N`` (default: one JAX CPU device per usable core, as
+``jaxstab sweep`` does).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
+import jaxstab as js
 from benchmarks import compile_time, gpu, memory, report, settings, throughput, utilization
 from benchmarks.report import Section
 
@@ -68,7 +71,7 @@ def _positive(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"--repeats must be a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
@@ -88,6 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no per-measurement log")
     parser.add_argument(
+        "--cpu-devices",
+        type=_positive,
+        default=None,
+        help="JAX CPU devices (default: one per usable core; XLA_FLAGS can set it instead)",
+    )
+    parser.add_argument(
         "--repeats",
         type=_positive,
         default=None,
@@ -105,6 +114,7 @@ def _failed(key: str, error: BaseException) -> Section:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the selected sections; returns 1 if one of them crashed."""
     args = parse_args(argv)
+    js.set_cpu_devices(args.cpu_devices)  # before the first JAX operation
     logging.basicConfig(format="[benchmarks] %(message)s", stream=sys.stderr)
     logging.getLogger("benchmarks").setLevel(logging.WARNING if args.quiet else logging.INFO)
     conf = (settings.tiny if args.tiny else settings.full)(args.repeats)

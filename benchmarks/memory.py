@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxstab as js
-from benchmarks import models, prototypes
+from benchmarks import models
 from benchmarks.report import Section
 from benchmarks.settings import Settings
 
@@ -57,7 +57,7 @@ def run(settings: Settings) -> Section:
     variants: dict[str, Callable[..., jax.Array]] = {
         "jaxstab apply_mlp, remat=False": js.apply_mlp,
         "jaxstab apply_mlp, remat=True": lambda p, x, a: js.apply_mlp(p, x, a, remat=True),
-        "prototype: two-level (sqrt L) remat": prototypes.apply_mlp_nested_remat,
+        'jaxstab apply_mlp, remat="sqrt"': lambda p, x, a: js.apply_mlp(p, x, a, remat="sqrt"),
     }
     results = {name: analyse(apply, depth, width, batch) for name, apply in variants.items()}
     section = Section(
@@ -94,7 +94,8 @@ def run(settings: Settings) -> Section:
     section.notes.append(
         f"Ratio without / with `remat=True`: peak {plain['peak'] / remat['peak']:.2f}x, "
         f"temporaries {plain['temps'] / max(remat['temps'], 1):.2f}x. Two-level remat "
-        f"(prototype) against `remat=True`: temporaries {remat['temps'] / MiB:.1f} -> "
+        "(`remat='sqrt'`, blocks of isqrt(L) layers) against `remat=True`: temporaries "
+        f"{remat['temps'] / MiB:.1f} -> "
         f"{nested['temps'] / MiB:.1f} MiB ({remat['temps'] / max(nested['temps'], 1):.2f}x)."
     )
     return section

@@ -4,7 +4,7 @@ Every trainer is a pair ``(prepare, step)``: ``prepare(params) -> state`` from
 jaxstab's MLP parameters and ``step(state, x, y) -> (state, loss)`` for one
 minibatch, so the same :func:`train` loop (random minibatches of indices drawn
 with replacement, one draw per step) drives jaxstab's library, the
-hand-written reference and the prototypes, from the same initial weights. The
+hand-written reference and the library's variants, from the same initial weights. The
 MLP is ``[d_in] + [width] * depth + [d_out]``: ``depth`` hidden ReLU layers,
 He-normal weights (``N(0, 2 / fan_in)``), zero biases, mean softmax
 cross-entropy. Initialization happens once, outside the timed programs (as
@@ -14,16 +14,18 @@ jaxstab's engine does it too).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxstab as js
-from benchmarks import prototypes
 from jaxstab.data import Dataset, load_digits
 
 Array = jax.Array
@@ -120,16 +122,17 @@ def hand_trainer(*, lr: float, clip: float) -> tuple[Prepare, Step]:
 
 
 def jaxstab_trainer(
-    *, lr: float, clip: float, apply: Apply = js.apply_mlp, split: bool = False
+    *, lr: float, clip: float, apply: Apply = js.apply_mlp, split: bool = True
 ) -> tuple[Prepare, Step]:
     """jaxstab's training step (``make_train_step``, ``clip_by_global_norm``, SGD).
 
     Args:
       lr: learning rate.
       clip: global-norm threshold.
-      apply: the forward pass, ``jaxstab.apply_mlp`` or a prototype.
-      split: train on :func:`benchmarks.prototypes.split_short_stacks` of the
-        parameters (the prototype of a library change).
+      apply: the forward pass, ``jaxstab.apply_mlp`` or a variant of it.
+      split: train on :func:`jaxstab.split_stacks` of the parameters, as the
+        engine does; False keeps :func:`jaxstab.init_mlp`'s layout, every
+        stack scanned (the library before ``split_stacks``).
     """
     optimizer = optax.chain(js.clip_by_global_norm(clip), optax.sgd(lr))
 
@@ -141,7 +144,7 @@ def jaxstab_trainer(
 
     def prepare(params: Any) -> State:
         if split:
-            params = prototypes.split_short_stacks(params)
+            params = js.split_stacks(params)
         return params, optimizer.init(params)
 
     def step(state: State, x: Array, y: Array) -> tuple[State, Array]:
@@ -188,6 +191,26 @@ def init_params(sizes: list[int], seeds: int, seed: int = 0) -> tuple[Any, Array
     keys = jax.random.split(jax.random.key(seed), (2, seeds))
     init = jax.jit(jax.vmap(lambda k: js.init_mlp(k, sizes, weight_init=js.he_normal())))
     return init(keys[0]), keys[1]
+
+
+def seed_sharding(n_seeds: int, devices: list[jax.Device] | None = None) -> NamedSharding:
+    """Shards a leading seeds axis over the most of ``devices`` (default all) that divide it."""
+    devices = jax.devices() if devices is None else devices
+    count = max(k for k in range(1, len(devices) + 1) if n_seeds % k == 0)
+    return NamedSharding(Mesh(np.asarray(devices[:count]), ("seeds",)), PartitionSpec("seeds"))
+
+
+def shard_seeds(tree: Any, devices: list[jax.Device] | None = None) -> Any:
+    """``tree`` (leading axis: seeds) placed with :func:`seed_sharding`; None: one device."""
+    if devices is not None and len(devices) == 1:
+        return jax.device_put(tree, devices[0])
+    n = jax.tree.leaves(tree)[0].shape[0]
+    return jax.device_put(tree, seed_sharding(n, devices))
+
+
+def sharded_count(n_seeds: int) -> int:
+    """How many devices :func:`shard_seeds` spreads ``n_seeds`` seeds over."""
+    return math.prod(seed_sharding(n_seeds).mesh.devices.shape)
 
 
 def unstack(tree: Any, n: int) -> list[Any]:

@@ -7,9 +7,12 @@ it is timed, and its compile time is reported apart. The implementations are
 timed round robin, one call each per round, so the goals' ratios are paired
 per round.
 
-The two Python loops over seeds, (b) and (d), run their seeds one after the
-other, so their throughput does not depend on how many seeds they run; they
-are timed on the first ``loop_seeds`` seeds to keep the run short.
+The vmapped programs run once with their seeds axis sharded over every
+device (on a CPU, one device per core: :func:`jaxstab.set_cpu_devices`, which
+``python -m benchmarks`` calls first) and once on one device. The two Python
+loops over seeds run their seeds one after the other, so their throughput does
+not depend on how many seeds they run; they are timed on the first
+``loop_seeds`` seeds to keep the run short.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from benchmarks import models, prototypes, torch_baseline
+from benchmarks import models, torch_baseline
 from benchmarks.gpu import GPU_PLATFORMS
 from benchmarks.report import Goal, Section
 from benchmarks.settings import Settings
@@ -31,19 +34,24 @@ from benchmarks.timing import Stats, interleaved, ratio, summarize
 
 log = logging.getLogger("benchmarks")
 
-ENGINE = "(a) jaxstab engine: experiment.run"
-LOOP = "(b) jaxstab, Python loop of one jitted run per seed"
-HAND = "(c) hand-written JAX, vmapped"
-TORCH = "(d) PyTorch, Python loop over seeds"
-LIBRARY = "(e) jaxstab library step, vmapped, without the engine"
-PROTO = f"(f) = (e) with stacks <= {prototypes.SPLIT_MAX} layers split (prototype)"
-ORDER = (ENGINE, LOOP, HAND, TORCH, LIBRARY, PROTO)
+ENGINE = "(a) jaxstab engine, experiment.run, runs sharded over all devices"
+ENGINE_1 = "(b) jaxstab engine, experiment.run, one device"
+HAND = "(c) hand-written JAX, vmapped, seeds sharded over all devices"
+HAND_1 = "(d) hand-written JAX, vmapped, one device"
+TORCH = "(e) PyTorch, Python loop over seeds"
+LOOP = "(f) jaxstab, Python loop of one jitted run per seed"
+STACKED = "(g) jaxstab library step, vmapped, one device, init_mlp layout (before split_stacks)"
+SPLIT = "(h) = (g) with split_stacks (after; as the engine trains)"
+ORDER = (ENGINE, ENGINE_1, HAND, HAND_1, TORCH, LOOP, STACKED, SPLIT)
+ONE_DEVICE = {ENGINE_1: ENGINE, HAND_1: HAND}  # the same as their sharded row on one device
 GOAL_TORCH = 2.5
 GOAL_HAND = 0.95
 
 
-def engine_runner(settings: Settings) -> tuple[Callable[[], Any] | None, str]:
-    """``jaxstab.experiment.run`` of the section's config, or None and why not."""
+def engine_runner(
+    settings: Settings, devices: list[jax.Device] | None = None
+) -> tuple[Callable[[], Any] | None, str]:
+    """``jaxstab.experiment.run`` of the section's config on ``devices``, or None and why not."""
     try:
         from jaxstab.experiment import Config
         from jaxstab.experiment import run as engine_run
@@ -65,7 +73,7 @@ def engine_runner(settings: Settings) -> tuple[Callable[[], Any] | None, str]:
     except (ImportError, TypeError, ValueError) as e:
         return None, f"engine not available ({type(e).__name__}: {e})"
     data = models.digits()
-    return (lambda: engine_run(cfg, data).train_loss), ""
+    return (lambda: engine_run(cfg, data, devices=devices).train_loss), ""
 
 
 def _compile(fn: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], float]:
@@ -87,6 +95,8 @@ def run(settings: Settings) -> Section:
     sizes = models.mlp_sizes(s.depth, s.width)
     x, y = models.device_data(models.digits())
     params, keys = models.init_params(sizes, s.seeds)
+    n_devices = models.sharded_count(s.seeds)
+    one_device = [jax.devices()[0]]
     opts = dict(lr=s.lr, clip=s.clip)
     loop_opts = dict(steps=s.steps, batch=s.batch)
     fns: dict[str, Callable[[], Any]] = {}
@@ -94,18 +104,25 @@ def run(settings: Settings) -> Section:
     missing: dict[str, str] = {}
     seeds = dict.fromkeys(ORDER, s.seeds)
     seeds[LOOP] = seeds[TORCH] = min(s.loop_seeds, s.seeds)
+    if n_devices == 1:
+        for name, same in ONE_DEVICE.items():
+            missing[name] = f"= {same[:3]} (one device here)"
 
-    engine, why = engine_runner(s)
-    if engine is None:
-        missing[ENGINE] = why
-    else:
+    first: dict[str, float] = {}
+    for name, devices in ((ENGINE, None), (ENGINE_1, one_device)):
+        if name in missing:
+            continue
+        engine, why = engine_runner(s, devices)
+        if engine is None:
+            missing[name] = why
+            continue
         start = time.perf_counter()
         engine()
-        first = time.perf_counter() - start
-        log.info("  engine's first call (compiles): %.1f s", first)
-        fns[ENGINE] = engine
+        first[name] = time.perf_counter() - start
+        log.info("  %s: first call (compiles) %.1f s", name[:3], first[name])
+        fns[name] = engine
 
-    # (b): one compiled single-seed run, called once per seed.
+    # (f): one compiled single-seed run, called once per seed.
     one_seed = models.full_run(*models.jaxstab_trainer(**opts), **loop_opts)
     per_seed = list(zip(models.unstack(params, seeds[LOOP]), list(keys)))
     start = time.perf_counter()
@@ -113,16 +130,20 @@ def run(settings: Settings) -> Section:
     compile_s[LOOP] = f"{time.perf_counter() - start:.2f} s"
     fns[LOOP] = lambda: [one(p, k, x, y) for p, k in per_seed]
 
-    # (c), (e), (f): vmap over seeds of a whole run.
+    # (c), (d), (g), (h): vmap over seeds of a whole run.
     vmapped = lambda trainer: jax.vmap(
         models.full_run(*trainer, **loop_opts), in_axes=(0, 0, None, None)
     )
-    for name, program in (
-        (HAND, vmapped(models.hand_trainer(**opts))),
-        (LIBRARY, vmapped(models.jaxstab_trainer(**opts))),
-        (PROTO, vmapped(models.jaxstab_trainer(**opts, split=True))),
+    for name, program, devices in (
+        (HAND, vmapped(models.hand_trainer(**opts)), None),
+        (HAND_1, vmapped(models.hand_trainer(**opts)), one_device),
+        (STACKED, vmapped(models.jaxstab_trainer(**opts, split=False)), one_device),
+        (SPLIT, vmapped(models.jaxstab_trainer(**opts)), one_device),
     ):
-        fns[name], seconds = _compile(program, params, keys, x, y)
+        if name in missing:
+            continue
+        placed = models.shard_seeds((params, keys), devices)
+        fns[name], seconds = _compile(program, *placed, x, y)
         compile_s[name] = f"{seconds:.2f} s"
 
     if torch_baseline.available():
@@ -144,9 +165,9 @@ def run(settings: Settings) -> Section:
     # add minutes; the tiny runs are short enough that first-call costs show.
     times = interleaved(fns, s.throughput_repeats, warmup=1 if s.tiny else 0)
     work = {name: s.batch * s.steps * n for name, n in seeds.items()}
-    if ENGINE in fns:
-        steady = summarize(times.wall[ENGINE]).median
-        compile_s[ENGINE] = f"{max(0.0, first - steady):.2f} s (first call - steady)"
+    for name, seconds in first.items():
+        steady = summarize(times.wall[name]).median
+        compile_s[name] = f"{max(0.0, seconds - steady):.2f} s (first call - steady)"
 
     section = Section(
         key="throughput",
@@ -157,10 +178,14 @@ def run(settings: Settings) -> Section:
             f"{s.clip:g}, SGD lr {s.lr:g}; every implementation draws each step's minibatch as "
             f"{s.batch} indices with replacement. Throughput = examples x steps x seeds per "
             "second of a whole run, compile excluded; median (min-max) over "
-            f"{s.throughput_repeats} rounds, the implementations timed round robin. (b)-(f) "
-            "start from the same He-normal weights (the engine draws its own). The loops (b) "
-            f"and (d) run seeds one after the other and are timed on {seeds[LOOP]} seeds. "
-            "PyTorch runs with the thread count that was faster in a short trial."
+            f"{s.throughput_repeats} rounds, the implementations timed round robin. "
+            f'"All devices" = the {n_devices} devices the seeds are sharded over '
+            f"({jax.devices()[0].platform}; on a CPU, one per core, set by "
+            "`jaxstab.set_cpu_devices`). The engine also evaluates the train and test sets at "
+            "init and at the end and takes per-layer statistics; the others only train. "
+            "(c)-(h) start from the same He-normal weights (the engine draws its own). The "
+            f"loops (e) and (f) run seeds one after the other and are timed on {seeds[LOOP]} "
+            "seeds. PyTorch runs with the thread count that was faster in a short trial."
         ),
         columns=[
             "implementation",
@@ -190,30 +215,34 @@ def run(settings: Settings) -> Section:
                 f"{float(np.nanmean(loss[:, -10:])):.3f}",
             ]
         )
-    for other, target, label in (
-        (TORCH, GOAL_TORCH, "PyTorch loop"),
-        (HAND, GOAL_HAND, "hand-written JAX"),
-    ):
-        name = f"throughput of the jaxstab engine / {label}"
-        if ENGINE in fns and other in fns:
-            r = _throughput_ratio(times, work, ENGINE, other, cpu=False)
-            r_cpu = _throughput_ratio(times, work, ENGINE, other, cpu=True)
+    goals = [
+        (ENGINE, TORCH, GOAL_TORCH, "jaxstab engine / PyTorch loop"),
+        (ENGINE, HAND, GOAL_HAND, "jaxstab engine / hand-written JAX, all devices"),
+    ]
+    if n_devices > 1:
+        goals.append((ENGINE_1, HAND_1, GOAL_HAND, "jaxstab engine / hand-written JAX, one device"))
+    for num, den, target, label in goals:
+        name = f"throughput of the {label}"
+        if num in fns and den in fns:
+            r = _throughput_ratio(times, work, num, den, cpu=False)
+            r_cpu = _throughput_ratio(times, work, num, den, cpu=True)
             spread = f"{r.lo:.2f}-{r.hi:.2f}, {r.n} rounds"
             section.goals.append(
                 Goal(name, r.median, target, True, spread=spread, cpu_value=r_cpu.median)
             )
         else:
-            reason = missing.get(ENGINE) or missing.get(other, "")
+            reason = missing.get(num) or missing.get(den, "")
             section.goals.append(Goal(name, None, target, True, reason=reason))
+    base = HAND_1 if HAND_1 in fns else HAND
     lines = []
     for name in ORDER:
-        if name in fns and name != HAND:
-            r = _throughput_ratio(times, work, name, HAND, cpu=False)
-            r_cpu = _throughput_ratio(times, work, name, HAND, cpu=True)
+        if name in fns and name != base:
+            r = _throughput_ratio(times, work, name, base, cpu=False)
+            r_cpu = _throughput_ratio(times, work, name, base, cpu=True)
             lines.append(f"| {name} | {r.fmt()} | {r_cpu.fmt()} |")
     section.notes.append(
-        "Throughput relative to (c), the hand-written program, per round:\n\n"
-        "| implementation | from wall-clock time | from CPU time |\n|---|---|---|\n"
+        f"Throughput relative to {base[:3]}, the hand-written program on one device, per "
+        "round:\n\n| implementation | from wall-clock time | from CPU time |\n|---|---|---|\n"
         + "\n".join(lines)
     )
     return section

@@ -3,6 +3,8 @@
 The step's FLOPs are counted analytically (:func:`benchmarks.models.matmul_flops`),
 its time measured; the machine's reference is a large square float32 matmul
 timed in the same rounds, so a slow spell of a shared machine scales both.
+Each step runs on one device and, sharded over seeds, on all of them (on a CPU,
+one device per core, set by ``python -m benchmarks``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks import models, prototypes
+from benchmarks import models
 from benchmarks.report import Goal, Section
 from benchmarks.settings import Settings
 from benchmarks.timing import interleaved, ratio, summarize
@@ -23,9 +25,12 @@ from benchmarks.timing import interleaved, ratio, summarize
 GOAL = 0.40
 GOAL_WIDTH = 256
 PEAK = "peak"
-JAXSTAB = "jaxstab library step"
-HAND = "hand-written JAX step"
-PROTO = f"prototype: jaxstab step, stacks <= {prototypes.SPLIT_MAX} split"
+JAXSTAB = "jaxstab step, seeds sharded over all devices"
+HAND = "hand-written JAX step, seeds sharded over all devices"
+JAXSTAB_1 = "jaxstab step, one device"
+HAND_1 = "hand-written JAX step, one device"
+STACKED_1 = "jaxstab step, one device, init_mlp layout (before split_stacks)"
+ORDER = (JAXSTAB, HAND, JAXSTAB_1, HAND_1, STACKED_1)
 
 
 def peak_runner(n: int) -> tuple[Callable[[], Any], int]:
@@ -44,21 +49,27 @@ def step_runner(
     *,
     steps: int,
     batch: int,
+    devices: list[jax.Device] | None = None,
 ) -> Callable[[], Any]:
     """``steps`` training steps of all seeds (``vmap`` of a ``lax.scan``) per call.
 
     The state is donated to the compiled program and carried from call to
-    call, as a training loop would.
+    call, as a training loop would. The seeds are sharded over ``devices``
+    (default all; see :func:`benchmarks.models.shard_seeds`).
     """
     prepare, step = trainer
     x, y = models.device_data(models.digits())
+    params, keys = models.shard_seeds((params, keys), devices)
 
     def chunk(state: Any, keys: jax.Array, x: jax.Array, y: jax.Array) -> Any:
         one = lambda s, k: models.train(step, s, k, x, y, steps=steps, batch=batch)[0]
         return jax.vmap(one)(state, keys)
 
-    holder = [jax.jit(jax.vmap(prepare))(params)]
-    compiled = jax.jit(chunk, donate_argnums=0).lower(holder[0], keys, x, y).compile()
+    holder = [models.shard_seeds(jax.jit(jax.vmap(prepare))(params), devices)]
+    # The state keeps its sharding from call to call.
+    shardings = jax.tree.map(lambda a: a.sharding, holder[0])
+    program = jax.jit(chunk, donate_argnums=0, out_shardings=shardings)
+    compiled = program.lower(holder[0], keys, x, y).compile()
 
     def call() -> Any:
         holder[0] = compiled(holder[0], keys, x, y)
@@ -83,6 +94,8 @@ def run(settings: Settings) -> Section:
     widths = s.util_widths
     goal_width = GOAL_WIDTH if GOAL_WIDTH in widths else widths[len(widths) // 2]
     peak, peak_flops = peak_runner(s.peak_n)
+    n_devices = models.sharded_count(s.seeds)
+    one = [jax.devices()[0]]
     section = Section(
         key="utilization",
         title="matmul FLOP/s of a training step, as a fraction of the machine's",
@@ -96,7 +109,9 @@ def run(settings: Settings) -> Section:
             f"jitted {s.peak_n}x{s.peak_n} @ {s.peak_n}x{s.peak_n} float32 matmul (2 n³ FLOPs) "
             "timed in the same rounds. Fraction = the per-round ratio of the two FLOP/s, "
             f"median (min-max) over {s.repeats} rounds, from wall-clock time and, as a check "
-            "that a busy machine does not decide it, from this process's CPU time."
+            "that a busy machine does not decide it, from this process's CPU time. \"All "
+            f'devices" = {n_devices} {jax.devices()[0].platform} device(s) (on a CPU, one per '
+            "core, set by `jaxstab.set_cpu_devices`)."
         ),
         columns=[
             "width",
@@ -122,14 +137,22 @@ def run(settings: Settings) -> Section:
             step_runner, params=params, keys=keys, steps=steps, batch=s.batch
         )
         fns: dict[str, Callable[[], Any]] = {PEAK: peak}
+        variants = {
+            JAXSTAB: (library, None),
+            HAND: (models.hand_trainer(**opts), None),
+            JAXSTAB_1: (library, one),
+            HAND_1: (models.hand_trainer(**opts), one),
+            STACKED_1: (models.jaxstab_trainer(**opts, split=False), one),
+        }
+        if n_devices == 1:  # the sharded rows would repeat the one-device rows
+            del variants[JAXSTAB], variants[HAND]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*donated buffers.*")
-            fns[JAXSTAB] = runner(library)
-            fns[HAND] = runner(models.hand_trainer(**opts))
-            fns[PROTO] = runner(models.jaxstab_trainer(**opts, split=True))
+            for name, (trainer, devices) in variants.items():
+                fns[name] = runner(trainer, devices=devices)
         times = interleaved(fns, s.repeats, warmup=2)
         peak_rate = summarize(times.wall[PEAK]).inverse(peak_flops / 1e9)
-        for name in (JAXSTAB, HAND, PROTO):
+        for name in variants:
             t = summarize(times.wall[name])
             # Per round: (flops / t) / (peak_flops / t_peak) = (flops / peak_flops) * t_peak / t.
             frac = ratio(times.wall[PEAK], times.wall[name]).scaled(flops / peak_flops)
@@ -146,10 +169,10 @@ def run(settings: Settings) -> Section:
                     pct(frac_cpu),
                 ]
             )
-            if name == JAXSTAB and width == goal_width:
+            if name in (JAXSTAB, JAXSTAB_1) and width == goal_width:
                 section.goals.append(
                     Goal(
-                        f"jaxstab step FLOP/s / reference matmul FLOP/s at width {width}",
+                        f"{name}: FLOP/s / reference matmul FLOP/s at width {width}",
                         frac.median,
                         GOAL,
                         True,

@@ -43,6 +43,7 @@ from jaxstab._losses import softmax_cross_entropy as softmax_cross_entropy
 from jaxstab._lsuv import lsuv as lsuv
 from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
+from jaxstab._mlp import SPLIT_MAX_LEN as SPLIT_MAX_LEN
 from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._mlp import split_stacks as split_stacks
 from jaxstab._train import make_train_step as make_train_step
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "INITIALIZERS",
+    "SPLIT_MAX_LEN",
     "Activation",
     "ClipState",
     "accuracy",

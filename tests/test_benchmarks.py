@@ -28,7 +28,6 @@ from benchmarks import (  # noqa: E402
     compile_time,
     memory,
     models,
-    prototypes,
     report,
     timing,
     torch_baseline,
@@ -62,20 +61,22 @@ def test_tiny_run_writes_every_section_and_row(tmp_path):
     ]
     # compile: one row per depth of the tiny ladder, every layout measured or skipped.
     assert len(rows("| 2 | ")) == 1 and len(rows("| 8 | ")) == 1
-    # throughput: one row per implementation, (a)-(f), in the 7-column table.
-    for label in "abcdef":
+    # The run shards over one CPU device per usable core, as `jaxstab sweep` does.
+    cores = len(os.sched_getaffinity(0))
+    assert rows("| devices | ")[0].count("cpu:") == cores
+    # throughput: one row per implementation, (a)-(h), in the 7-column table.
+    for label in "abcdefgh":
         assert len(rows(f"| ({label}) ", cells=7)) == 1, label
-    # utilization: the tiny width, three implementations.
-    assert len(rows("| 32 | ")) == 3
+    # utilization: the tiny width; five implementations (three on one device).
+    assert len(rows("| 32 | ")) == (5 if cores > 1 else 3)
     # memory: three variants.
-    assert len(rows("| jaxstab apply_mlp, remat=")) == 2
-    assert len(rows("| prototype: two-level")) == 1
+    assert len(rows("| jaxstab apply_mlp, remat=")) == 3
     # gpu: the placeholder on a CPU machine.
     assert rows("| GPU | not measured: no GPU on this machine") or rows("| device | ")
     # Every goal has a verdict.
     assert len(rows("| compile | ")) == 1
-    assert len(rows("| throughput | ")) == 2
-    assert len(rows("| utilization | ")) == 1
+    assert len(rows("| throughput | ")) == (3 if cores > 1 else 2)
+    assert len(rows("| utilization | ")) == (2 if cores > 1 else 1)
     assert "FAIL" in text or "PASS" in text
 
 
@@ -220,18 +221,22 @@ def test_hand_written_and_jaxstab_training_agree():
     np.testing.assert_allclose(hand, library, rtol=1e-4, atol=1e-5)
 
 
-def test_split_short_stacks_trains_the_same_network():
+def test_split_and_stacked_layouts_train_the_same_network():
     params, keys = models.init_params(SIZES, 3)
     x, y = models.device_data(models.digits())
-    one = jax.tree.map(lambda a: a[0], params)
-    split = prototypes.split_short_stacks(one)
-    assert [g["w"].shape for g in split["hidden"]] == [(1, 64, 16)] + [(1, 16, 16)] * 2
-    assert prototypes.split_short_stacks(one, max_len=1)["hidden"][1]["w"].shape == (2, 16, 16)
-    np.testing.assert_allclose(js.apply_mlp(split, x[:4]), js.apply_mlp(one, x[:4]), rtol=1e-6)
     opts = dict(lr=0.1, clip=1.0)
-    expected = _losses(models.jaxstab_trainer(**opts), params, keys, x, y)
-    losses = _losses(models.jaxstab_trainer(**opts, split=True), params, keys, x, y)
+    expected = _losses(models.jaxstab_trainer(**opts, split=False), params, keys, x, y)
+    losses = _losses(models.jaxstab_trainer(**opts), params, keys, x, y)
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_sharding_uses_the_devices_that_divide_the_seeds():
+    devices = [jax.devices()[0]] * 1  # the test process has one CPU device
+    assert models.sharded_count(6) == len(jax.devices())
+    tree = {"a": jnp.arange(6.0).reshape(6, 1)}
+    placed = models.shard_seeds(tree, devices)
+    np.testing.assert_array_equal(placed["a"], tree["a"])
+    assert placed["a"].devices() == {devices[0]}
 
 
 def test_to_layers_matches_apply_mlp():
@@ -258,20 +263,8 @@ def test_torch_model_holds_the_same_weights():
 
 
 # --------------------------------------------------------------------------- #
-# Memory analysis and the two-level remat prototype.
+# Memory analysis.
 # --------------------------------------------------------------------------- #
-
-
-def test_sqrt_divisor():
-    assert [prototypes.sqrt_divisor(n) for n in (1, 7, 16, 1023, 1024)] == [1, 1, 4, 31, 32]
-
-
-def test_nested_remat_matches_apply_mlp():
-    params = js.init_mlp(jax.random.key(0), [8] + [16] * 13 + [3])
-    x = jax.random.normal(jax.random.key(1), (5, 8))
-    np.testing.assert_allclose(
-        prototypes.apply_mlp_nested_remat(params, x), js.apply_mlp(params, x), rtol=1e-5, atol=1e-5
-    )
 
 
 def test_memory_analysis_adds_up_and_nested_remat_keeps_less():
@@ -285,7 +278,7 @@ def test_memory_analysis_adds_up_and_nested_remat_keeps_less():
     assert plain["arguments"] >= 4 * (n_params + 512 * 64)
     assert plain["outputs"] >= 4 * n_params
     remat = memory.analyse(lambda p, x, a: js.apply_mlp(p, x, a, remat=True), **shape)
-    nested = memory.analyse(prototypes.apply_mlp_nested_remat, **shape)
+    nested = memory.analyse(lambda p, x, a: js.apply_mlp(p, x, a, remat="sqrt"), **shape)
     # remat=True keeps every layer's input, 256 x 64 KiB = 16 MiB; two-level remat
     # 16 block inputs and one block of 16 layers.
     assert plain["temps"] >= remat["temps"] >= 256 * 512 * 32 * 4
