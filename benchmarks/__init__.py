@@ -7,6 +7,7 @@ measures on whatever machine it runs and writes BENCHMARKS.md. Sections:
 * ``throughput`` (:mod:`benchmarks.throughput`): training many seeds.
 * ``utilization`` (:mod:`benchmarks.utilization`): FLOP/s of a training step.
 * ``memory`` (:mod:`benchmarks.memory`): peak memory with and without remat.
+* ``sweep`` (:mod:`benchmarks.sweep_time`): the main job, ``jaxstab sweep``, end to end.
 * ``gpu`` (:mod:`benchmarks.gpu`): filled in on a GPU machine.
 
 Every goal is a ratio of two things measured in the same process, so the

@@ -17,7 +17,16 @@ import traceback
 from collections.abc import Callable, Sequence
 
 import jaxstab as js
-from benchmarks import compile_time, gpu, memory, report, settings, throughput, utilization
+from benchmarks import (
+    compile_time,
+    gpu,
+    memory,
+    report,
+    settings,
+    sweep_time,
+    throughput,
+    utilization,
+)
 from benchmarks.report import Section
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,6 +36,7 @@ SECTIONS: dict[str, Callable[[settings.Settings], Section]] = {
     "throughput": throughput.run,
     "utilization": utilization.run,
     "memory": memory.run,
+    "sweep": sweep_time.run,
     "gpu": gpu.run,
 }
 

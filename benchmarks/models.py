@@ -116,6 +116,76 @@ def hand_trainer(*, lr: float, clip: float) -> tuple[Prepare, Step]:
     return to_layers, step
 
 
+def hand_measurements(
+    layers: list[tuple[Array, Array]], data: dict[str, Array]
+) -> tuple[Array, ...]:
+    """By hand, what the engine measures at init and at the end of a run.
+
+    The loss on the training set, the loss and accuracy on the test set, and
+    per-layer statistics of one batch from one forward and backward pass
+    (second moment of the pre-activations, dead fraction, weight-gradient norm,
+    back-propagated signal): the same matmuls as ``jaxstab.experiment``'s
+    evaluation and ``diagnostics.layer_stats``, written directly.
+    """
+    train_loss = cross_entropy(apply_layers(layers, data["x_eval"]), data["y_eval"])
+    test_logits = apply_layers(layers, data["x_test"])
+    test_loss = cross_entropy(test_logits, data["y_test"])
+    test_acc = jnp.mean(jnp.argmax(test_logits, -1) == data["y_test"])
+    x = data["x_diag"]
+    offsets = [jnp.zeros((x.shape[0], w.shape[1])) for w, _ in layers[:-1]]
+
+    def loss(layers: list[tuple[Array, Array]], offsets: list[Array]) -> tuple[Array, Any]:
+        h, moments, dead = x, [], []
+        for (w, b), offset in zip(layers[:-1], offsets):
+            z = h @ w + b[None, :] + offset
+            h = jax.nn.relu(z)
+            moments.append(jnp.mean(z * z))
+            dead.append(jnp.mean(jnp.all(h == 0, axis=0)))
+        w, b = layers[-1]
+        return cross_entropy(h @ w + b[None, :], data["y_diag"]), (moments, dead)
+
+    grads, aux = jax.grad(loss, argnums=(0, 1), has_aux=True)(layers, offsets)
+    grad_norms = [jnp.linalg.norm(gw) for gw, _ in grads[0][:-1]]
+    signals = [jnp.mean(jnp.square(x.shape[0] * g)) for g in grads[1]]
+    return (
+        train_loss,
+        test_loss,
+        test_acc,
+        jnp.stack(aux[0]),
+        jnp.stack(aux[1]),
+        (jnp.stack(grad_norms)),
+        jnp.stack(signals),
+    )
+
+
+def eval_data(data: Dataset, limit: int = 4096, diag: int = 256) -> dict[str, Array]:
+    """The arrays the engine evaluates on (``jaxstab.experiment``'s limits)."""
+    return {
+        "x_eval": jnp.asarray(data.x_train[:limit]),
+        "y_eval": jnp.asarray(data.y_train[:limit]),
+        "x_test": jnp.asarray(data.x_test[:limit]),
+        "y_test": jnp.asarray(data.y_test[:limit]),
+        "x_diag": jnp.asarray(data.x_train[:diag]),
+        "y_diag": jnp.asarray(data.y_train[:diag]),
+    }
+
+
+def hand_engine_run(*, lr: float, clip: float, steps: int, batch: int) -> Callable[..., Any]:
+    """The engine's whole job, by hand: measure, train, measure.
+
+    ``run(params, key, x, y, data) -> (losses [steps], measurements at init, at the end)``.
+    """
+    prepare, step = hand_trainer(lr=lr, clip=clip)
+
+    def run(params: Any, key: Array, x: Array, y: Array, data: dict[str, Array]) -> Any:
+        layers = prepare(params)
+        before = hand_measurements(layers, data)
+        layers, losses = train(step, layers, key, x, y, steps=steps, batch=batch)
+        return losses, before, hand_measurements(layers, data)
+
+    return run
+
+
 # --------------------------------------------------------------------------- #
 # jaxstab's library: init_mlp, apply_mlp, clip_by_global_norm, make_train_step.
 # --------------------------------------------------------------------------- #

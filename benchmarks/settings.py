@@ -32,6 +32,8 @@ class Settings:
       peak_n: size of the square float32 matmul that measures the machine's peak.
       memory_depth: hidden layers of the memory section's network.
       memory_width: its hidden width.
+      sweep_args: arguments of the timed ``jaxstab sweep`` (empty: ``make run``'s defaults).
+      sweep_repeats: rounds of the sweep section (each run takes minutes at full size).
     """
 
     tiny: bool = False
@@ -52,13 +54,15 @@ class Settings:
     peak_n: int = 2048
     memory_depth: int = 1024
     memory_width: int = 512
+    sweep_args: tuple[str, ...] = ()
+    sweep_repeats: int = 1
 
 
 def full(repeats: int | None = None) -> Settings:
     """The sizes of the issue: what BENCHMARKS.md reports."""
     if repeats is None:
         return Settings()
-    return Settings(repeats=repeats, throughput_repeats=repeats)
+    return Settings(repeats=repeats, throughput_repeats=repeats, sweep_repeats=repeats)
 
 
 def tiny(repeats: int | None = None) -> Settings:
@@ -80,4 +84,8 @@ def tiny(repeats: int | None = None) -> Settings:
         peak_n=256,
         memory_depth=16,
         memory_width=64,
+        sweep_args=(
+            *("--depths", "2", "--widths", "16", "--activations", "relu"),
+            *("--inits", "he_normal", "--seeds", "2", "--steps", "10", "--eval-every", "10"),
+        ),
     )

@@ -41,9 +41,9 @@ from jaxstab._losses import log_softmax as log_softmax
 from jaxstab._losses import softmax as softmax
 from jaxstab._losses import softmax_cross_entropy as softmax_cross_entropy
 from jaxstab._lsuv import lsuv as lsuv
+from jaxstab._mlp import SPLIT_MAX_LEN as SPLIT_MAX_LEN
 from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
-from jaxstab._mlp import SPLIT_MAX_LEN as SPLIT_MAX_LEN
 from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._mlp import split_stacks as split_stacks
 from jaxstab._train import make_train_step as make_train_step

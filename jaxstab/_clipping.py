@@ -67,10 +67,18 @@ def _init(params: Any) -> ClipState:
 
 
 def _finish(
-    raw: Any, clipped_updates: Any, state: ClipState, fraction: Array, nonfinite: str
+    raw: Any,
+    clipped_updates: Any,
+    state: ClipState,
+    fraction: Array,
+    nonfinite: str,
+    norm: Array | None = None,
 ) -> tuple[Any, ClipState]:
-    """Zeroes a non-finite step (unless propagating) and advances the counts."""
-    norm = optax.tree.norm(raw).astype(jnp.float32)
+    """Zeroes a non-finite step (unless propagating) and advances the counts.
+
+    ``norm`` is the global norm of ``raw`` when the caller has it already.
+    """
+    norm = (optax.tree.norm(raw) if norm is None else norm).astype(jnp.float32)
     finite = jnp.isfinite(norm)
     if nonfinite == "zero":
         updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), clipped_updates)
@@ -120,7 +128,8 @@ def clip_by_global_norm(
         clipped = jax.tree.map(
             lambda t: jnp.where(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates
         )
-        return _finish(updates, clipped, state, (~trigger).astype(jnp.float32), nonfinite)
+        fraction = (~trigger).astype(jnp.float32)
+        return _finish(updates, clipped, state, fraction, nonfinite, norm=g_norm)
 
     return optax.GradientTransformation(_init, update_fn)
 

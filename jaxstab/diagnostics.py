@@ -14,7 +14,7 @@ stored for them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ __all__ = [
     "derivative",
     "forward_stats",
     "jacobian_singular_values",
+    "layer_stats",
 ]
 
 
@@ -73,6 +74,33 @@ def _concat(per_group: list[Array]) -> Array:
     return jnp.concatenate(per_group, axis=0) if per_group else jnp.zeros((0,))
 
 
+def _forward_collector(
+    activation: ActivationLike, saturation_threshold: float
+) -> Callable[[Array, Array], ForwardStats]:
+    """``collect(z, h)`` for :func:`jaxstab._mlp.scan_hidden`: one layer's ForwardStats."""
+    dphi = derivative(activation)
+
+    def collect(z: Array, h: Array) -> ForwardStats:
+        mean = jnp.mean(z)
+        second = jnp.mean(jnp.square(z))
+        dead = jnp.all(h == 0, axis=0)
+        saturated = jnp.all(jnp.abs(dphi(z)) < saturation_threshold, axis=0)
+        return ForwardStats(
+            second_moment=second,
+            mean=mean,
+            variance=jnp.mean(jnp.square(z - mean)),
+            activation_second_moment=jnp.mean(jnp.square(h)),
+            dead_fraction=jnp.mean(dead.astype(jnp.float32)),
+            saturated_fraction=jnp.mean(saturated.astype(jnp.float32)),
+        )
+
+    return collect
+
+
+def _join_forward(per_group: list[ForwardStats]) -> ForwardStats:
+    return ForwardStats(*(_concat([g[i] for g in per_group]) for i in range(6)))
+
+
 def forward_stats(
     params: Params,
     x: ArrayLike,
@@ -95,26 +123,44 @@ def forward_stats(
     References:
       Glorot & Bengio 2010 (saturation); Lu et al. 2019, arXiv 1903.06733 (dead units).
     """
-    x = jnp.asarray(x)
     phi = get_activation(activation)
-    dphi = derivative(phi)
+    collect = _forward_collector(phi, saturation_threshold)
+    _, per_group = scan_hidden(params, jnp.asarray(x), phi, collect=collect)
+    return _join_forward(per_group)
 
-    def collect(z: Array, h: Array) -> ForwardStats:
-        mean = jnp.mean(z)
-        second = jnp.mean(jnp.square(z))
-        dead = jnp.all(h == 0, axis=0)
-        saturated = jnp.all(jnp.abs(dphi(z)) < saturation_threshold, axis=0)
-        return ForwardStats(
-            second_moment=second,
-            mean=mean,
-            variance=jnp.mean(jnp.square(z - mean)),
-            activation_second_moment=jnp.mean(jnp.square(h)),
-            dead_fraction=jnp.mean(dead.astype(jnp.float32)),
-            saturated_fraction=jnp.mean(saturated.astype(jnp.float32)),
-        )
 
-    _, per_group = scan_hidden(params, x, phi, collect=collect)
-    return ForwardStats(*(_concat([g[i] for g in per_group]) for i in range(6)))
+def _backward(
+    params: Params,
+    x: Array,
+    labels: ArrayLike,
+    activation: ActivationLike,
+    collect: Callable[[Array, Array], Any] | None,
+) -> tuple[BackwardStats, list[Any]]:
+    """One backward pass: the BackwardStats and, per group, what ``collect`` gathered."""
+    batch = x.shape[0]
+    offsets = [
+        jnp.zeros((g["w"].shape[0], batch, g["w"].shape[-1]), x.dtype) for g in params["hidden"]
+    ]
+
+    def loss(params: Params, offsets: list[Array]) -> tuple[Array, list[Any]]:
+        h, collected = scan_hidden(params, x, activation, collect=collect, offsets=offsets)
+        logits = h @ params["output"]["w"] + params["output"]["b"][None, :]
+        return jnp.mean(softmax_cross_entropy(logits, labels)), collected
+
+    (g_params, g_offsets), collected = jax.grad(loss, argnums=(0, 1), has_aux=True)(params, offsets)
+    # dL/dz of the batch mean is (1/batch) dl_i/dz_i: rescale to per-example signals.
+    signal = _concat([jnp.mean(jnp.square(batch * g), axis=(1, 2)) for g in g_offsets])
+
+    def layer_norms(a: Array) -> Array:
+        return jnp.sqrt(jnp.sum(jnp.square(a), axis=tuple(range(1, a.ndim))))
+
+    stats = BackwardStats(
+        grad_norm=_concat([layer_norms(g["w"]) for g in g_params["hidden"]]),
+        bias_grad_norm=_concat([layer_norms(g["b"]) for g in g_params["hidden"]]),
+        signal_second_moment=signal,
+        output_grad_norm=jnp.linalg.norm(g_params["output"]["w"]),
+    )
+    return stats, collected
 
 
 def backward_stats(
@@ -143,30 +189,37 @@ def backward_stats(
     References:
       Schoenholz et al. 2017, "Deep Information Propagation", arXiv 1611.01232.
     """
-    x = jnp.asarray(x)
-    batch = x.shape[0]
-    offsets = [
-        jnp.zeros((g["w"].shape[0], batch, g["w"].shape[-1]), x.dtype) for g in params["hidden"]
-    ]
+    return _backward(params, jnp.asarray(x), labels, activation, None)[0]
 
-    def loss(params: Params, offsets: list[Array]) -> Array:
-        h, _ = scan_hidden(params, x, activation, offsets=offsets)
-        logits = h @ params["output"]["w"] + params["output"]["b"][None, :]
-        return jnp.mean(softmax_cross_entropy(logits, labels))
 
-    g_params, g_offsets = jax.grad(loss, argnums=(0, 1))(params, offsets)
-    # dL/dz of the batch mean is (1/batch) dl_i/dz_i: rescale to per-example signals.
-    signal = _concat([jnp.mean(jnp.square(batch * g), axis=(1, 2)) for g in g_offsets])
+def layer_stats(
+    params: Params,
+    x: ArrayLike,
+    labels: ArrayLike,
+    activation: ActivationLike = "relu",
+    *,
+    saturation_threshold: float = SATURATION_THRESHOLD,
+) -> tuple[ForwardStats, BackwardStats]:
+    """:func:`forward_stats` and :func:`backward_stats` of one batch from one pass.
 
-    def layer_norms(a: Array) -> Array:
-        return jnp.sqrt(jnp.sum(jnp.square(a), axis=tuple(range(1, a.ndim))))
+    The forward statistics are gathered during the backward pass's own forward
+    pass, so this costs one forward and one backward pass instead of two
+    forwards and a backward.
 
-    return BackwardStats(
-        grad_norm=_concat([layer_norms(g["w"]) for g in g_params["hidden"]]),
-        bias_grad_norm=_concat([layer_norms(g["b"]) for g in g_params["hidden"]]),
-        signal_second_moment=signal,
-        output_grad_norm=jnp.linalg.norm(g_params["output"]["w"]),
-    )
+    Args:
+      params: MLP parameters.
+      x: a batch ``[batch, d_in]``.
+      labels: integer classes ``[batch]`` (or probabilities ``[batch, d_out]``).
+      activation: a name or an elementwise callable.
+      saturation_threshold: as in :func:`forward_stats`.
+
+    Returns:
+      ``(ForwardStats, BackwardStats)``, equal to the two functions' results.
+    """
+    phi = get_activation(activation)
+    collect = _forward_collector(phi, saturation_threshold)
+    backward, per_group = _backward(params, jnp.asarray(x), labels, phi, collect)
+    return _join_forward(per_group), backward
 
 
 def jacobian_singular_values(

@@ -175,8 +175,7 @@ def _make_optimizer(kind: str, lr: Array, clip: Array) -> optax.GradientTransfor
 
 
 def _layer_stats(params: Any, x: Array, y: Array, activation: str) -> dict[str, Array]:
-    fwd = diagnostics.forward_stats(params, x, activation)
-    bwd = diagnostics.backward_stats(params, x, y, activation)
+    fwd, bwd = diagnostics.layer_stats(params, x, y, activation)
     out = fwd._asdict()
     out.update({k: v for k, v in bwd._asdict().items() if k != "output_grad_norm"})
     return out

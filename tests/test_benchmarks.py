@@ -64,18 +64,20 @@ def test_tiny_run_writes_every_section_and_row(tmp_path):
     # The run shards over one CPU device per usable core, as `jaxstab sweep` does.
     cores = len(os.sched_getaffinity(0))
     assert rows("| devices | ")[0].count("cpu:") == cores
-    # throughput: one row per implementation, (a)-(h), in the 7-column table.
-    for label in "abcdefgh":
+    # throughput: one row per implementation, (a)-(i), in the 7-column table.
+    for label in "abcdefghi":
         assert len(rows(f"| ({label}) ", cells=7)) == 1, label
     # utilization: the tiny width; five implementations (three on one device).
     assert len(rows("| 32 | ")) == (5 if cores > 1 else 3)
     # memory: three variants.
     assert len(rows("| jaxstab apply_mlp, remat=")) == 3
+    # sweep: the main job on one CPU device and on one per core.
+    assert len(rows("| one CPU device ")) == (2 if cores > 1 else 1)
     # gpu: the placeholder on a CPU machine.
     assert rows("| GPU | not measured: no GPU on this machine") or rows("| device | ")
     # Every goal has a verdict.
     assert len(rows("| compile | ")) == 1
-    assert len(rows("| throughput | ")) == (3 if cores > 1 else 2)
+    assert len(rows("| throughput | ")) == (4 if cores > 1 else 3)
     assert len(rows("| utilization | ")) == (2 if cores > 1 else 1)
     assert "FAIL" in text or "PASS" in text
 
@@ -228,6 +230,25 @@ def test_split_and_stacked_layouts_train_the_same_network():
     expected = _losses(models.jaxstab_trainer(**opts, split=False), params, keys, x, y)
     losses = _losses(models.jaxstab_trainer(**opts), params, keys, x, y)
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hand_measurements_equal_the_engines_diagnostics():
+    params, _ = models.init_params(SIZES, 1)
+    one = jax.tree.map(lambda a: a[0], params)
+    data = models.eval_data(models.digits(), diag=64)
+    train_loss, test_loss, test_acc, q, dead, grad_norm, signal = models.hand_measurements(
+        models.to_layers(one), data
+    )
+    fwd, bwd = js.diagnostics.layer_stats(one, data["x_diag"], data["y_diag"], "relu")
+    logits = js.apply_mlp(one, data["x_test"])
+    expected = js.softmax_cross_entropy(js.apply_mlp(one, data["x_eval"]), data["y_eval"]).mean()
+    np.testing.assert_allclose(train_loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(test_loss, js.softmax_cross_entropy(logits, data["y_test"]).mean())
+    np.testing.assert_allclose(test_acc, js.accuracy(logits, data["y_test"]))
+    np.testing.assert_allclose(q, fwd.second_moment, rtol=1e-5)
+    np.testing.assert_allclose(dead, fwd.dead_fraction)
+    np.testing.assert_allclose(grad_norm, bwd.grad_norm, rtol=1e-4)
+    np.testing.assert_allclose(signal, bwd.signal_second_moment, rtol=1e-4)
 
 
 def test_seed_sharding_uses_the_devices_that_divide_the_seeds():

@@ -78,6 +78,15 @@ def test_backward_stats_match_jax_grad():
     np.testing.assert_allclose(stats.signal_second_moment[-1], jnp.mean(delta_last**2), rtol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_layer_stats_in_one_pass_equal_the_two_functions(activation):
+    params, x, y = _setup(bias_init=js.normal(0.1))
+    for p in (params, js.split_stacks(params)):  # either layout
+        fwd, bwd = jax.jit(D.layer_stats, static_argnums=3)(p, x, y, activation)
+        chex.assert_trees_all_close(fwd, D.forward_stats(params, x, activation), rtol=1e-6)
+        chex.assert_trees_all_close(bwd, D.backward_stats(params, x, y, activation), rtol=1e-5)
+
+
 def test_vmap_over_seeds_equals_loop():
     keys = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(jax.random.key(2), (8, 8))
