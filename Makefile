@@ -20,6 +20,12 @@ $(VENV)/.stamp-dev: pyproject.toml constraints.txt
 	$(PIP) -e ".[dev]"
 	touch $@ $(VENV)/.stamp-all
 
+# The benchmarks' optional baselines (equinox, PyTorch) on top of dev.
+$(VENV)/.stamp-bench: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e ".[dev,bench]"
+	touch $@ $(VENV)/.stamp-dev $(VENV)/.stamp-all
+
 run: $(VENV)/.stamp-all
 	$(VENV)/bin/jaxstab sweep --out $(OUT) --resume $(RUN_ARGS)
 
@@ -31,7 +37,7 @@ lint: $(VENV)/.stamp-dev
 test: lint
 	$(VENV)/bin/pytest -n 2 --durations=15
 
-bench: $(VENV)/.stamp-dev
+bench: $(VENV)/.stamp-bench
 	$(PY) -m benchmarks
 
 clean:

@@ -286,17 +286,18 @@ def _data_arrays(data: Dataset) -> dict[str, Array]:
 
 @functools.lru_cache(maxsize=64)
 def _init_program(init: str, sizes: tuple[int, ...], seeds: int) -> Callable[[Array], Any]:
-    """The per-seed initialization, compiled without XLA's backend optimizations.
+    """The per-seed initialization, compiled at XLA's backend optimization level 1.
 
-    It runs once per configuration, so its compile time is what counts: at
-    optimization level 0 the vmapped random draws compile in about 1 s instead of
-    about 9 s (depth 16, measured), and agree with the optimized program to
-    float32 rounding.
+    It runs once per configuration, so compile time counts as much as run time.
+    Measured for 32 seeds of ``[64, 128 x 16, 10]`` on 2 CPU cores: level 1
+    compiles in 1.5 s and runs in 0.15 s; the default compiles in about 6-9 s
+    (level 3); level 0 compiles in 1.1 s but runs in 0.6 s (the threefry draws
+    unfused). Every level gives the same draws to float32 rounding.
     """
     weight_init = get_initializer(init)
     program = jax.jit(jax.vmap(lambda k: init_mlp(k, sizes, weight_init=weight_init)))
     keys = jax.ShapeDtypeStruct((seeds,), jax.random.key(0).dtype)
-    options: dict[str, Any] = {"xla_backend_optimization_level": 0}
+    options: dict[str, Any] = {"xla_backend_optimization_level": 1}
     return program.lower(keys).compile(options)
 
 

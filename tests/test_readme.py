@@ -1,7 +1,11 @@
 """The README's example runs as written."""
 
+import doctest
+import importlib
 import pathlib
 import re
+
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -14,10 +18,8 @@ def test_readme_python_blocks_run(capsys):
     assert "clipped" in capsys.readouterr().out
 
 
-def test_doctests_in_the_package():
-    import doctest
-
-    import jaxstab._train
-
-    result = doctest.testmod(jaxstab._train, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("name", ["_mlp", "_train", "data", "theory"])
+def test_doctests_in_the_package(name):
+    module = importlib.import_module(f"jaxstab.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
