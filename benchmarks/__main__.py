@@ -44,7 +44,8 @@ HOW_TO_RUN = """\
 ## How to run
 
 ```sh
-make bench                     # = .venv/bin/python -m benchmarks: ~8 min on 2 idle cores
+make bench                     # installs the bench extra, runs python -m benchmarks: ~17 min
+                               # on 2 idle cores, 7 of them the sweep section (--only to skip)
 .venv/bin/python -m benchmarks --only compile,memory --repeats 3
 .venv/bin/python -m benchmarks --tiny --out /tmp/B.md   # ~2 min of XLA compiles; the tests run it
 ```
@@ -56,8 +57,8 @@ equinox and torch); a missing one is reported as "not installed".
 
 On a GPU machine (a CUDA build of jax, e.g. `pip install "jax[cuda12]"`, and
 optionally a CUDA build of torch), the same single command runs every section
-on the GPU and writes a separate report; it is sized to finish in under 5
-minutes there (not yet run on a GPU: none was available):
+on the GPU and writes a separate report; it should take about 5 minutes there
+(an estimate: it has not run on a GPU yet, none was available):
 
 ```sh
 python -m benchmarks --out BENCHMARKS_gpu.md
