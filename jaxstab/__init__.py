@@ -44,6 +44,7 @@ from jaxstab._lsuv import lsuv as lsuv
 from jaxstab._mlp import SPLIT_MAX_LEN as SPLIT_MAX_LEN
 from jaxstab._mlp import apply_mlp as apply_mlp
 from jaxstab._mlp import init_mlp as init_mlp
+from jaxstab._mlp import merge_stacks as merge_stacks
 from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._mlp import split_stacks as split_stacks
 from jaxstab._train import make_train_step as make_train_step
@@ -84,6 +85,7 @@ __all__ = [
     "log_softmax",
     "lsuv",
     "make_train_step",
+    "merge_stacks",
     "mlp_sizes",
     "normal",
     "set_cpu_devices",

@@ -166,6 +166,31 @@ def split_stacks(params: Params, max_len: int = SPLIT_MAX_LEN) -> Params:
     return {"hidden": hidden, "output": params["output"]}
 
 
+def merge_stacks(params: Params) -> Params:
+    """The inverse of :func:`split_stacks`: consecutive groups of equal shape stacked again.
+
+    Gives :func:`init_mlp`'s layout (one scanned group per run of equal
+    layers). Useful where compile time matters more than speed: a program that
+    evaluates split parameters a few times compiles each pass as straight-line
+    code, and evaluating ``merge_stacks(params)`` compiles it as a scan.
+
+    Args:
+      params: MLP parameters in any grouping (for one network; vmap it for
+        seed-stacked ones).
+
+    Returns:
+      Parameters with the same leaves, regrouped.
+    """
+    hidden: list[dict[str, Array]] = []
+    for group in params["hidden"]:
+        n_in, n_out = group["w"].shape[-2:]
+        if hidden and n_in == n_out and hidden[-1]["w"].shape[-2:] == (n_in, n_out):
+            hidden[-1] = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), hidden[-1], group)
+        else:
+            hidden.append(group)
+    return {"hidden": hidden, "output": params["output"]}
+
+
 def _check_remat(remat: Any) -> str | None:
     """``remat`` as None (off), ``"layer"`` or ``"sqrt"``; a clear error otherwise."""
     if remat is False:

@@ -197,6 +197,19 @@ def test_split_stacks_under_vmap_equals_per_seed():
         chex.assert_trees_all_equal(jax.tree.map(lambda a, i=i: a[i], split), one)
 
 
+@pytest.mark.parametrize(
+    "sizes", [[6, 8, 8, 8, 8, 3], [6] + [8] * 4 + [5] * 20 + [3], [6, 6, 6, 2], [6, 9, 4, 4, 2]]
+)
+def test_merge_stacks_undoes_split_stacks(sizes):
+    params = js.init_mlp(jax.random.key(15), sizes)
+    for max_len in (0, 1, 4, 16):
+        merged = js.merge_stacks(js.split_stacks(params, max_len))
+        chex.assert_trees_all_equal(merged, params)
+    # Any grouping of the same layers merges back to init_mlp's layout.
+    one_per_layer = js.split_stacks(params, max_len=10**6)
+    chex.assert_trees_all_equal(js.merge_stacks(one_per_layer), params)
+
+
 @pytest.mark.parametrize("max_len", [-1, 1.5, True])
 def test_split_stacks_bad_max_len(max_len):
     params = js.init_mlp(jax.random.key(0), [3, 4, 4, 2])
