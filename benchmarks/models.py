@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxstab as js
 from jaxstab.data import Dataset, load_digits
+from jaxstab.experiment import DIAGNOSTIC_BATCH, EVAL_LIMIT
 
 Array = jax.Array
 State = Any
@@ -158,13 +159,13 @@ def hand_measurements(
     )
 
 
-def eval_data(data: Dataset, limit: int = 4096, diag: int = 256) -> dict[str, Array]:
-    """The arrays the engine evaluates on (``jaxstab.experiment``'s limits)."""
+def eval_data(data: Dataset, diag: int = DIAGNOSTIC_BATCH) -> dict[str, Array]:
+    """The arrays the engine evaluates on, with ``jaxstab.experiment``'s limits."""
     return {
-        "x_eval": jnp.asarray(data.x_train[:limit]),
-        "y_eval": jnp.asarray(data.y_train[:limit]),
-        "x_test": jnp.asarray(data.x_test[:limit]),
-        "y_test": jnp.asarray(data.y_test[:limit]),
+        "x_eval": jnp.asarray(data.x_train[:EVAL_LIMIT]),
+        "y_eval": jnp.asarray(data.y_train[:EVAL_LIMIT]),
+        "x_test": jnp.asarray(data.x_test[:EVAL_LIMIT]),
+        "y_test": jnp.asarray(data.y_test[:EVAL_LIMIT]),
         "x_diag": jnp.asarray(data.x_train[:diag]),
         "y_diag": jnp.asarray(data.y_train[:diag]),
     }
