@@ -1,24 +1,24 @@
-"""Training many seeds and hyperparameters of one architecture as one jitted program.
+"""jaxstab's own MLP classifier as one more model on the engine (:mod:`jaxstab.engine`).
 
-A :class:`Config` is one point of a sweep. :func:`run_many` groups configs by
-their :attr:`Config.program_key` (depth, width, activation, optimizer kind and
-the loop sizes): within a group, seeds, learning rates, clip thresholds and
-initializers are traced values stacked on one "runs" axis, so the whole group
-is ``jax.vmap`` over runs of a ``lax.scan`` over steps, compiled once. The runs
-axis is sharded over all local devices (``jax.sharding.Mesh`` +
-``NamedSharding``), so the same code fills a multi-GPU host or a TPU slice.
+A :class:`Config` is one point of a sweep. It is the one typed description of
+a run's settings: each field's metadata says whether it is ``static`` (selects
+the compiled program), ``traced`` (a value on the engine's runs axis, so any
+number of them share one program) or ``fixed`` (static and one value per sweep,
+kept on resume); ``seeds``/``first_seed`` choose the seeds. The sweep's grid,
+the command line's options, the ``results.csv`` columns and the program key
+are all derived from these fields (:func:`fields`).
 
-Multi-host: start every host with the same command after
-``jax.distributed.initialize()`` (e.g. ``python -c "import jax;
-jax.distributed.initialize(); from jaxstab import cli; cli.main()" sweep ...``
-on each host, with the coordinator address in ``JAX_COORDINATOR_ADDRESS``);
-:func:`run_many` then shards the runs axis over ``jax.devices()``, every host's.
+:func:`run_many` groups configs by :attr:`Config.program_key` and trains each
+group with :func:`jaxstab.engine.train`, so a run's numbers are a function of
+its config and seed alone, whatever the device count or the other configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -27,35 +27,87 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstab import diagnostics
 from jaxstab._activations import ACTIVATIONS
 from jaxstab._clipping import clip_by_global_norm
-from jaxstab._initializers import INITIALIZERS, get_initializer
+from jaxstab._initializers import INITIALIZERS
 from jaxstab._losses import accuracy, softmax_cross_entropy
-from jaxstab._mlp import apply_mlp, init_mlp, split_stacks
-from jaxstab._train import make_train_step
+from jaxstab._mlp import apply_mlp, layer_groups, split_stacks
 from jaxstab._typing import Array
 from jaxstab.data import Dataset, get_dataset
+from jaxstab.engine import grid, train
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-MOMENTUM = 0.9  # of the "momentum" optimizer (heavy ball, optax.sgd(lr, momentum=0.9))
+SCHEDULES = ("constant", "warmup_cosine")
 DIAGNOSTIC_BATCH = 256  # training examples on which per-layer statistics are measured
 EVAL_LIMIT = 4096  # at most this many examples per split in each evaluation
 
+# Each preset of jaxstab.INITIALIZERS as variance_scaling(scale, mode, distribution)
+# (orthogonal: gain). The distribution selects the program; scale and mode become
+# per-layer traced scales, so xavier_normal and he_normal runs share one program.
+INIT_FORMS: dict[str, tuple[str, float, str]] = {
+    "xavier_uniform": ("uniform", 1.0, "fan_avg"),
+    "xavier_normal": ("normal", 1.0, "fan_avg"),
+    "glorot_uniform": ("uniform", 1.0, "fan_avg"),
+    "glorot_normal": ("normal", 1.0, "fan_avg"),
+    "he_normal": ("normal", 2.0, "fan_in"),
+    "he_uniform": ("uniform", 2.0, "fan_in"),
+    "kaiming_normal": ("normal", 2.0, "fan_in"),
+    "kaiming_uniform": ("uniform", 2.0, "fan_in"),
+    "lecun_normal": ("normal", 1.0, "fan_in"),
+    "lecun_uniform": ("uniform", 1.0, "fan_in"),
+    "torch_linear": ("uniform", 1.0 / 3.0, "fan_in"),
+    "orthogonal": ("orthogonal", 1.0, "gain"),
+}
+
 __all__ = [
+    "INIT_FORMS",
     "OPTIMIZERS",
+    "SCHEDULES",
     "Config",
     "Result",
+    "fields",
+    "group_configs",
     "run",
     "run_many",
 ]
 
 
+def _setting(default: Any, role: str, help: str, plural: str | None = None, **extra: Any) -> Any:
+    """A Config field with its role and help text (see the module docstring)."""
+    return dataclasses.field(
+        default=default, metadata={"role": role, "help": help, "plural": plural, **extra}
+    )
+
+
+def fields(role: str | None = None) -> list[dataclasses.Field[Any]]:
+    """The settings of :class:`Config`, optionally those of one ``role``.
+
+    Roles: ``"static"`` (a sweep axis that selects the program), ``"traced"``
+    (a sweep axis on the runs axis), ``"fixed"`` (one value per sweep) and
+    ``"seeds"``. Each field's ``metadata`` holds ``help``, ``plural`` (the
+    sweep axis's name) and, for names, ``choices``.
+    """
+    out = dataclasses.fields(Config)
+    return [f for f in out if role is None or f.metadata["role"] == role]
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _number(name: str, value: Any, *, low: float, low_open: bool, inf_ok: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = (math.isfinite(v) or (inf_ok and v == math.inf)) and (
+            v > low if low_open else v >= low
+        )
+    if not ok:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,84 +118,115 @@ class Config:
       depth: number of hidden layers.
       width: units per hidden layer.
       activation: one of :data:`jaxstab.ACTIVATIONS`.
+      optimizer: ``"sgd"``, ``"momentum"`` (heavy ball) or ``"adam"``.
+      schedule: ``"constant"`` or ``"warmup_cosine"`` learning rate.
       init: a weight initializer name from :data:`jaxstab.INITIALIZERS`.
-      optimizer: ``"sgd"``, ``"momentum"`` (0.9) or ``"adam"``.
-      lr: learning rate.
+      init_gain: multiplies the initializer's standard deviation.
+      bias_var: variance of the Gaussian bias init (0: zeros).
+      lr: (peak) learning rate.
       clip: ``None``, or the global-norm threshold of
         :func:`jaxstab.clip_by_global_norm`, chained before the optimizer.
+      weight_decay: decoupled weight decay (AdamW; SGDW), per unit learning rate.
+      momentum: the momentum of ``"momentum"`` (ignored by the others).
+      warmup: fraction of ``steps`` of linear warmup (``"warmup_cosine"`` only).
       batch_size: examples per step, drawn with replacement.
       steps: training steps.
       eval_every: steps between evaluations (divides ``steps``).
-      seeds: number of seeds; seed ``i`` uses ``fold_in(key(seed), i)``, so
-        configs that differ only in hyperparameters share initial draws.
       dataset: a name of :data:`jaxstab.data.DATASETS` or an ``.npz`` path.
       seed: base PRNG seed.
+      seeds: number of seeds.
+      first_seed: the first seed index; seed ``i`` uses ``fold_in(key(seed), i)``,
+        so configs that differ only in traced settings share initial draws.
     """
 
-    depth: int = 8
-    width: int = 128
-    activation: str = "relu"
-    init: str = "he_normal"
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    clip: float | None = None
-    batch_size: int = 128
-    steps: int = 500
-    eval_every: int = 100
-    seeds: int = 8
-    dataset: str = "digits"
-    seed: int = 0
+    depth: int = _setting(8, "static", "hidden layers", "depths")
+    width: int = _setting(128, "static", "units per hidden layer", "widths")
+    activation: str = _setting(
+        "relu", "static", "hidden activation", "activations", choices=tuple(ACTIVATIONS)
+    )
+    optimizer: str = _setting("sgd", "static", "optimizer", "optimizers", choices=OPTIMIZERS)
+    schedule: str = _setting(
+        "constant", "static", "learning-rate schedule", "schedules", choices=SCHEDULES
+    )
+    init: str = _setting(
+        "he_normal", "traced", "weight initializer", "inits", choices=tuple(INITIALIZERS)
+    )
+    init_gain: float = _setting(1.0, "traced", "init standard-deviation multiplier", "init_gains")
+    bias_var: float = _setting(0.0, "traced", "variance of the bias init", "bias_vars")
+    lr: float = _setting(0.1, "traced", "(peak) learning rate", "lrs")
+    clip: float | None = _setting(
+        None, "traced", "global-norm clip threshold, none for no clipping", "clips"
+    )
+    weight_decay: float = _setting(0.0, "traced", "decoupled weight decay", "weight_decays")
+    momentum: float = _setting(0.9, "traced", "momentum of the momentum optimizer", "momenta")
+    warmup: float = _setting(0.0, "traced", "warmup fraction of warmup_cosine", "warmups")
+    batch_size: int = _setting(128, "fixed", "examples per step")
+    steps: int = _setting(500, "fixed", "training steps")
+    eval_every: int = _setting(100, "fixed", "steps between evaluations")
+    dataset: str = _setting("digits", "fixed", "digits, teacher, mixture or a .npz path")
+    seed: int = _setting(0, "fixed", "base PRNG seed")
+    seeds: int = _setting(8, "seeds", "seeds per configuration")
+    first_seed: int = _setting(0, "seeds", "index of the first seed")
 
     def __post_init__(self) -> None:
+        for f in fields():
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ValueError(f"unknown {f.name} {value!r}; valid: {', '.join(choices)}")
         for name in ("depth", "width", "batch_size", "steps", "eval_every", "seeds"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
-            )
-        if self.init not in INITIALIZERS:
-            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INITIALIZERS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
-            )
-        if not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if self.clip is not None and (
-            not isinstance(self.clip, (int, float))
-            or not (math.isfinite(self.clip) and self.clip > 0)
-        ):
-            raise ValueError(f"clip must be None or a positive finite number, got {self.clip!r}")
+        for name in ("seed", "first_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 2**31:
+                raise ValueError(f"{name} must be an integer in [0, 2**31), got {v!r}")
+        _number("lr", self.lr, low=0.0, low_open=True)
+        _number("init_gain", self.init_gain, low=0.0, low_open=True)
+        if self.clip is not None:
+            _number("clip", self.clip, low=0.0, low_open=True)
+        for name in ("bias_var", "weight_decay", "momentum", "warmup"):
+            _number(name, getattr(self, name), low=0.0, low_open=False)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.warmup > 1:
+            raise ValueError(f"warmup must be a fraction of steps in [0, 1], got {self.warmup!r}")
         if self.steps % self.eval_every:
             raise ValueError(f"eval_every={self.eval_every} must divide steps={self.steps}")
 
     @property
     def program_key(self) -> tuple[Any, ...]:
-        """What selects the compiled program; configs equal in it share one."""
-        return (
-            self.depth,
-            self.width,
-            self.activation,
-            self.optimizer,
-            self.batch_size,
-            self.steps,
-            self.eval_every,
-            self.dataset,
+        """What selects the compiled program, as ``(name, value)`` pairs.
+
+        The static and fixed settings (but the base seed, an input of the program)
+        and the initializer's distribution; configs equal in it share one program.
+        """
+        static = tuple(
+            (f.name, getattr(self, f.name))
+            for f in fields()
+            if f.metadata["role"] in ("static", "fixed") and f.name != "seed"
         )
+        return (*static, ("distribution", INIT_FORMS[self.init][0]))
+
+    def point(self) -> dict[str, Any]:
+        """The settings without the seeds: what a run's result depends on, with its seed."""
+        return {f.name: getattr(self, f.name) for f in fields() if f.metadata["role"] != "seeds"}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
     def name(self) -> str:
-        """A short readable identifier, unique within a sweep."""
-        clip = "none" if self.clip is None else f"{self.clip:g}"
+        """A readable identifier that cannot collide: exact values go into a digest.
+
+        Two configs have the same name only if every setting but the seeds is
+        equal (``repr`` of a float is exact, so 0.1 and 0.1000001 differ).
+        """
+        point = self.point()
+        digest = hashlib.sha256(
+            json.dumps({k: repr(v) for k, v in point.items()}, sort_keys=True).encode()
+        ).hexdigest()[:12]
         return (
-            f"d{self.depth}-w{self.width}-{self.activation}-{self.init}-{self.optimizer}"
-            f"-lr{self.lr:g}-clip{clip}-s{self.seeds}x{self.seed}-b{self.batch_size}"
-            f"-t{self.steps}-e{self.eval_every}-{self.dataset}"
+            f"d{self.depth}-w{self.width}-{self.activation}-{self.init}-{self.optimizer}-{digest}"
         )
 
 
@@ -163,223 +246,247 @@ class Result(NamedTuple):
     layer_stats: dict[str, np.ndarray]  # "{init,final}/{field}" -> [seeds, depth]
 
 
-def _make_optimizer(kind: str, lr: Array, clip: Array) -> optax.GradientTransformation:
-    base = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=MOMENTUM),
-        "adam": lambda: optax.adam(lr),
-    }[kind]()
-    # clip = inf means no clipping: g_norm < inf for every finite gradient.
-    # "propagate" lets a non-finite gradient through so divergence is seen.
-    return optax.chain(clip_by_global_norm(clip, nonfinite="propagate"), base)
+# --- the MLP task: init, loss, optimizer, evaluate, inspect over traced hparams ---
 
 
-def _layer_stats(params: Any, x: Array, y: Array, activation: str) -> dict[str, Array]:
-    fwd, bwd = diagnostics.layer_stats(params, x, y, activation)
-    out = fwd._asdict()
-    out.update({k: v for k, v in bwd._asdict().items() if k != "output_grad_norm"})
-    return out
+def layer_scales(init: str, gain: float, sizes: Sequence[int]) -> np.ndarray:
+    """Per layer (hidden layers, then the output layer): the traced scale of its weights.
+
+    Normal: the standard deviation; uniform: the bound ``sqrt(3 var)``;
+    orthogonal: the gain. Computed in float64 and rounded once to float32, as
+    :func:`jaxstab.variance_scaling` does, so the draws equal the preset's.
+    """
+    distribution, scale, mode = INIT_FORMS[init]
+    out = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        if distribution == "orthogonal":
+            out.append(gain)
+            continue
+        fan = {"fan_in": n_in, "fan_out": n_out, "fan_avg": (n_in + n_out) / 2}[mode]
+        variance = gain**2 * scale / max(fan, 1.0)
+        out.append(math.sqrt(3.0 * variance) if distribution == "uniform" else math.sqrt(variance))
+    return np.asarray(out, np.float32)
 
 
-def _evaluate(params: Any, x: Array, y: Array, activation: str) -> tuple[Array, Array]:
-    logits = apply_mlp(params, x, activation)
-    return jnp.mean(softmax_cross_entropy(logits, y)), accuracy(logits, y)
+def _sample(distribution: str, key: Array, shape: tuple[int, int], scale: Array) -> Array:
+    if distribution == "normal":
+        return scale * jax.random.normal(key, shape, jnp.float32)
+    if distribution == "uniform":
+        return jax.random.uniform(key, shape, jnp.float32, -scale, scale)
+    return scale * jax.nn.initializers.orthogonal()(key, shape, jnp.float32)
 
 
-def _train_run(
-    params: Any, lr: Array, clip: Array, key: Array, data: dict[str, Array], *, spec: Config
-) -> dict[str, Any]:
-    """Trains one run (one seed at one hyperparameter point); vmapped over runs."""
-    activation = spec.activation
-    # Short stacks train as separate per-layer buffers (faster under vmap; see
-    # split_stacks); long ones stay scanned so compile time stays flat in depth.
-    params = split_stacks(params)
-    optimizer = _make_optimizer(spec.optimizer, lr, clip)
+def _init_fn(sizes: tuple[int, ...], distribution: str) -> Callable[[Array, Any], Any]:
+    """:func:`jaxstab.init_mlp`'s key layout with traced per-layer scales and bias std."""
 
-    def loss_fn(p: Any, batch: tuple[Array, Array]) -> Array:
-        return jnp.mean(softmax_cross_entropy(apply_mlp(p, batch[0], activation), batch[1]))
+    def init(key: Array, hp: Any) -> Any:
+        keys = jax.random.split(key, len(sizes) - 1)
 
-    step_fn = make_train_step(loss_fn, optimizer)
-    n_train = data["x_train"].shape[0]
+        def layer(k: Array, n_in: int, n_out: int, scale: Array) -> dict[str, Array]:
+            k_w, k_b = jax.random.split(k)
+            w = _sample(distribution, k_w, (n_in, n_out), scale)
+            b = jnp.sqrt(hp["bias_var"]) * jax.random.normal(k_b, (n_out,), jnp.float32)
+            return {"w": w, "b": jnp.where(hp["bias_var"] > 0, b, 0.0)}
 
-    def one_step(carry: tuple[Any, ...], step: Array) -> tuple[tuple[Any, ...], dict[str, Array]]:
-        params, opt_state, diverged, diverged_step = carry
-        idx = jax.random.randint(jax.random.fold_in(key, step), (spec.batch_size,), 0, n_train)
-        new_params, new_opt_state, m = step_fn(
-            params, opt_state, (data["x_train"][idx], data["y_train"][idx])
+        hidden, start = [], 0
+        for count, n_in, n_out in layer_groups(sizes):
+            sl = slice(start, start + count)
+            hidden.append(
+                jax.vmap(lambda k, s, a=n_in, b=n_out: layer(k, a, b, s))(
+                    keys[sl], hp["weight_scale"][sl]
+                )
+            )
+            start += count
+        output = layer(keys[-1], sizes[-2], sizes[-1], hp["weight_scale"][-1])
+        # Short stacks train as separate per-layer buffers (faster under vmap; see
+        # split_stacks); long ones stay scanned so compile time stays flat in depth.
+        return split_stacks({"hidden": hidden, "output": output})
+
+    return init
+
+
+def _optimizer_fn(kind: str, schedule: str, steps: int) -> Callable[[Any], Any]:
+    def optimizer(hp: Any) -> optax.GradientTransformation:
+        if schedule == "constant":
+            lr: Any = hp["lr"]
+        else:
+            warmup = hp["warmup"] * steps
+
+            def lr(count: Array) -> Array:
+                t = count.astype(jnp.float32)
+                ramp = (t + 1.0) / jnp.maximum(warmup, 1.0)
+                progress = jnp.clip((t - warmup) / jnp.maximum(steps - warmup, 1.0), 0.0, 1.0)
+                cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+                return hp["lr"] * jnp.where(t < warmup, ramp, cosine)
+
+        base = {
+            "sgd": optax.identity(),
+            "momentum": optax.trace(decay=hp["momentum"]),
+            "adam": optax.scale_by_adam(),
+        }[kind]
+        # clip = inf means no clipping. "propagate" lets a non-finite gradient through
+        # so divergence is seen. The decay is decoupled (added after the adaptive
+        # scaling, then multiplied by the learning rate, as AdamW does); 0 adds +0.
+        return optax.chain(
+            clip_by_global_norm(hp["clip"], nonfinite="propagate"),
+            base,
+            optax.add_decayed_weights(hp["weight_decay"]),
+            optax.scale_by_learning_rate(lr),
         )
-        bad = ~(jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]))
-        diverged_step = jnp.where(bad & ~diverged, step, diverged_step)
-        diverged = diverged | bad
-        # A diverged run is frozen at its last finite parameters; the others go on.
-        keep = lambda new, old: jnp.where(diverged, old, new)
-        params = jax.tree.map(keep, new_params, params)
-        opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-        # From divergence on, a run records NaN losses and norms and no clipping.
-        metrics = {
-            "train_loss": jnp.where(diverged, jnp.nan, m["loss"]),
-            "grad_norm": jnp.where(diverged, jnp.nan, m["grad_norm"]),
-            "clipped": m["clipped"] & ~diverged,
-        }
-        return (params, opt_state, diverged, diverged_step), metrics
 
-    def evaluate(params: Any, diverged: Array) -> dict[str, Array]:
-        train_loss, _ = _evaluate(params, data["x_eval"], data["y_eval"], activation)
-        test_loss, test_acc = _evaluate(params, data["x_test"], data["y_test"], activation)
-        nan_if = lambda v: jnp.where(diverged, jnp.nan, v)
-        return {
-            "eval_train_loss": nan_if(train_loss),
-            "test_loss": nan_if(test_loss),
-            "test_accuracy": nan_if(test_acc),
-        }
+    return optimizer
 
-    def chunk(carry: tuple[Any, ...], steps: Array) -> tuple[tuple[Any, ...], Any]:
-        carry, metrics = jax.lax.scan(one_step, carry, steps)
-        return carry, (metrics, evaluate(carry[0], carry[2]))
 
-    stats_init = _layer_stats(params, data["x_diag"], data["y_diag"], activation)
-    eval_init = evaluate(params, jnp.zeros([], bool))
-    carry = (params, optimizer.init(params), jnp.zeros([], bool), jnp.full([], -1, jnp.int32))
-    step_ids = jnp.arange(spec.steps, dtype=jnp.int32).reshape(-1, spec.eval_every)
-    (params, _, diverged, diverged_step), (metrics, evals) = jax.lax.scan(chunk, carry, step_ids)
-    stats_final = _layer_stats(params, data["x_diag"], data["y_diag"], activation)
-    out = {k: v.reshape(-1) for k, v in metrics.items()}
-    out.update({k: jnp.concatenate([eval_init[k][None], v]) for k, v in evals.items()})
-    out["diverged"] = diverged
-    out["diverged_step"] = diverged_step
-    out.update({f"init/{k}": v for k, v in stats_init.items()})
-    out.update({f"final/{k}": v for k, v in stats_final.items()})
-    return out
+def _loss_fn(activation: str) -> Callable[..., Array]:
+    def loss(params: Any, batch: tuple[Array, Array], hp: Any) -> Array:
+        del hp
+        return jnp.mean(softmax_cross_entropy(apply_mlp(params, batch[0], activation), batch[1]))
+
+    return loss
+
+
+def _evaluate_fn(activation: str) -> Callable[..., dict[str, Array]]:
+    def evaluate(params: Any, data: dict[str, Array], hp: Any) -> dict[str, Array]:
+        del hp
+        out = {}
+        for split, prefix in (("eval", "eval_train"), ("test", "test")):
+            logits = apply_mlp(params, data[f"x_{split}"], activation)
+            out[f"{prefix}_loss"] = jnp.mean(softmax_cross_entropy(logits, data[f"y_{split}"]))
+            if split == "test":
+                out["test_accuracy"] = accuracy(logits, data["y_test"])
+        return out
+
+    return evaluate
+
+
+def _inspect_fn(activation: str) -> Callable[..., dict[str, Array]]:
+    def inspect(params: Any, data: dict[str, Array], hp: Any) -> dict[str, Array]:
+        del hp
+        fwd, bwd = diagnostics.layer_stats(params, data["x_diag"], data["y_diag"], activation)
+        out = fwd._asdict()
+        out.update({k: v for k, v in bwd._asdict().items() if k != "output_grad_norm"})
+        return out
+
+    return inspect
+
+
+class _Task(NamedTuple):
+    init: Callable[..., Any]
+    loss: Callable[..., Any]
+    optimizer: Callable[..., Any]
+    evaluate: Callable[..., Any]
+    inspect: Callable[..., Any]
 
 
 @functools.lru_cache(maxsize=64)
-def _program(spec: Config) -> Callable[..., dict[str, Any]]:
-    """The jitted, vmapped training program of one program key.
-
-    ``spec`` carries only the fields of ``program_key`` that matter (the
-    others are fixed), so equal keys hit the same cache entry, and jax's own
-    cache then compiles once per number of runs.
-    """
-    vmapped = jax.vmap(functools.partial(_train_run, spec=spec), in_axes=(0, 0, 0, 0, None))
-    return jax.jit(vmapped)
-
-
-def _spec(config: Config) -> Config:
-    return dataclasses.replace(
-        config, init="he_normal", lr=1.0, clip=None, seeds=1, seed=0, dataset=config.dataset
+def _task(program_key: tuple[Any, ...], sizes: tuple[int, ...]) -> _Task:
+    """The callables of one program key: the same objects each time, so one compile."""
+    spec = dict(program_key)
+    return _Task(
+        init=_init_fn(sizes, spec["distribution"]),
+        loss=_loss_fn(spec["activation"]),
+        optimizer=_optimizer_fn(spec["optimizer"], spec["schedule"], spec["steps"]),
+        evaluate=_evaluate_fn(spec["activation"]),
+        inspect=_inspect_fn(spec["activation"]),
     )
 
 
-def _data_arrays(data: Dataset) -> dict[str, Array]:
+def _data_arrays(data: Dataset) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
     n_diag = min(DIAGNOSTIC_BATCH, data.x_train.shape[0])
-    return {
-        "x_train": jnp.asarray(data.x_train),
-        "y_train": jnp.asarray(data.y_train),
-        "x_eval": jnp.asarray(data.x_train[:EVAL_LIMIT]),
-        "y_eval": jnp.asarray(data.y_train[:EVAL_LIMIT]),
-        "x_test": jnp.asarray(data.x_test[:EVAL_LIMIT]),
-        "y_test": jnp.asarray(data.y_test[:EVAL_LIMIT]),
-        "x_diag": jnp.asarray(data.x_train[:n_diag]),
-        "y_diag": jnp.asarray(data.y_train[:n_diag]),
+    eval_data = {
+        "x_eval": data.x_train[:EVAL_LIMIT],
+        "y_eval": data.y_train[:EVAL_LIMIT],
+        "x_test": data.x_test[:EVAL_LIMIT],
+        "y_test": data.y_test[:EVAL_LIMIT],
+        "x_diag": data.x_train[:n_diag],
+        "y_diag": data.y_train[:n_diag],
     }
+    return (data.x_train, data.y_train), eval_data
 
 
-@functools.lru_cache(maxsize=64)
-def _init_program(init: str, sizes: tuple[int, ...], seeds: int) -> Callable[[Array], Any]:
-    """The per-seed initialization, compiled at XLA's backend optimization level 1.
-
-    It runs once per configuration, so compile time counts as much as run time.
-    Measured for 32 seeds of ``[64, 128 x 16, 10]`` on 2 CPU cores: level 1
-    compiles in 1.5 s and runs in 0.15 s; the default compiles in about 6-9 s
-    (level 3); level 0 compiles in 1.1 s but runs in 0.6 s (the threefry draws
-    unfused). Every level gives the same draws to float32 rounding.
-    """
-    weight_init = get_initializer(init)
-    program = jax.jit(jax.vmap(lambda k: init_mlp(k, sizes, weight_init=weight_init)))
-    keys = jax.ShapeDtypeStruct((seeds,), jax.random.key(0).dtype)
-    options: dict[str, Any] = {"xla_backend_optimization_level": 1}
-    return program.lower(keys).compile(options)
+def config_runs(config: Config, sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The engine's runs pytree of one config: its traced settings for each of its seeds."""
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    point = {
+        "lr": [config.lr],
+        "clip": [math.inf if config.clip is None else config.clip],
+        "weight_decay": [config.weight_decay],
+        "momentum": [config.momentum],
+        "warmup": [config.warmup],
+        "bias_var": [config.bias_var],
+        "weight_scale": [layer_scales(config.init, config.init_gain, sizes)],
+    }
+    return grid(list(seeds), **point)
 
 
-def _seed_keys(config: Config) -> tuple[Array, Array]:
-    """Per seed: the initialization key and the minibatch-order key."""
-    base = jax.random.key(config.seed)
-    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(base, i)))(
-        jnp.arange(config.seeds)
-    )
-    return keys[:, 0], keys[:, 1]
+def group_configs(configs: Sequence[Config]) -> list[list[Config]]:
+    """Groups configs by :attr:`Config.program_key` and base seed, in first-seen order."""
+    groups: dict[tuple[Any, ...], list[Config]] = {}
+    for config in configs:
+        groups.setdefault((config.program_key, config.seed), []).append(config)
+    return list(groups.values())
 
 
-def _runs_sharding(n_runs: int, devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, int]:
-    """Shards the runs axis over ``devices`` (default all); the sharding and padded size."""
-    mesh_devices = np.asarray(jax.devices() if devices is None else list(devices))
-    mesh = Mesh(mesh_devices, ("runs",))
-    padded = -(-n_runs // mesh_devices.size) * mesh_devices.size
-    return NamedSharding(mesh, PartitionSpec("runs")), padded
-
-
-def _group(
+def run_group(
     configs: Sequence[Config],
     data: Dataset,
-    arrays: dict[str, Array],
-    devices: Sequence[jax.Device] | None,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[Result]:
-    spec = _spec(configs[0])
-    sizes = (data.d_in, *([spec.width] * spec.depth), data.d_out)
-    params, lrs, clips, keys = [], [], [], []
-    for config in configs:
-        init_keys, data_keys = _seed_keys(config)
-        params.append(_init_program(config.init, sizes, config.seeds)(init_keys))
-        lrs.append(np.full(config.seeds, config.lr, np.float32))
-        clips.append(
-            np.full(config.seeds, np.inf if config.clip is None else config.clip, np.float32)
-        )
-        keys.append(data_keys)
-    inputs = (
-        jax.tree.map(lambda *a: jnp.concatenate(a), *params),
-        jnp.asarray(np.concatenate(lrs)),
-        jnp.asarray(np.concatenate(clips)),
-        jnp.concatenate(keys),
+    """Trains configs of one program key as one engine call; their results in order."""
+    key = configs[0].program_key
+    if any(c.program_key != key or c.seed != configs[0].seed for c in configs):
+        raise ValueError("run_group needs configs of one program key and one base seed")
+    c0 = configs[0]
+    sizes = (data.d_in, *([c0.width] * c0.depth), data.d_out)
+    task = _task(key, sizes)
+    per_config = [config_runs(c, sizes) for c in configs]
+    runs = jax.tree.map(lambda *a: np.concatenate(a), *per_config)
+    train_data, eval_data = _data_arrays(data)
+    out = train(
+        task.init,
+        task.loss,
+        task.optimizer,
+        train_data,
+        runs,
+        steps=c0.steps,
+        batch_size=c0.batch_size,
+        seed=c0.seed,
+        evaluate=task.evaluate,
+        eval_data=eval_data,
+        eval_every=c0.eval_every,
+        inspect=task.inspect,
+        devices=devices,
     )
-    n_runs = int(inputs[1].shape[0])
-    sharding, padded = _runs_sharding(n_runs, devices)
-    # Pad the runs axis to a multiple of the device count by repeating run 0.
-    pad = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_runs, axis=0)])
-    inputs = jax.device_put(jax.tree.map(pad, inputs), sharding)
-    out = _program(spec)(*inputs, arrays)
-    if jax.process_count() > 1:  # multi-host: gather every host's shard of the runs axis
-        from jax.experimental import multihost_utils
-
-        out = multihost_utils.process_allgather(out, tiled=True)
-    out = jax.tree.map(lambda a: np.asarray(a)[:n_runs], out)
+    if timings is not None:
+        for k, v in out.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
     results, start = [], 0
     for config in configs:
         sl = slice(start, start + config.seeds)
         start += config.seeds
+        stats = {
+            f"{when}/{k}": np.asarray(v[sl])
+            for when, tree in out.inspections.items()
+            for k, v in tree.items()
+        }
         results.append(
             Result(
                 config=config,
-                train_loss=out["train_loss"][sl],
-                grad_norm=out["grad_norm"][sl],
-                clipped=out["clipped"][sl],
-                eval_steps=np.arange(0, config.steps + 1, config.eval_every),
-                eval_train_loss=out["eval_train_loss"][sl],
-                test_loss=out["test_loss"][sl],
-                test_accuracy=out["test_accuracy"][sl],
-                diverged=out["diverged"][sl],
-                diverged_step=out["diverged_step"][sl],
-                layer_stats={k: v[sl] for k, v in out.items() if "/" in k},
+                train_loss=out.metrics["loss"][sl],
+                grad_norm=out.metrics["grad_norm"][sl],
+                clipped=out.metrics["clipped"][sl],
+                eval_steps=out.eval_steps,
+                eval_train_loss=out.evals["eval_train_loss"][sl],
+                test_loss=out.evals["test_loss"][sl],
+                test_accuracy=out.evals["test_accuracy"][sl],
+                diverged=out.diverged[sl],
+                diverged_step=out.diverged_step[sl],
+                layer_stats=stats,
             )
         )
     return results
-
-
-def group_configs(configs: Sequence[Config]) -> list[list[Config]]:
-    """Groups configs by :attr:`Config.program_key`, in first-seen order."""
-    groups: dict[tuple[Any, ...], list[Config]] = {}
-    for config in configs:
-        groups.setdefault(config.program_key, []).append(config)
-    return list(groups.values())
 
 
 def run_many(
@@ -388,50 +495,48 @@ def run_many(
     *,
     on_group_done: Callable[[list[Result]], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[Result], int]:
-    """Trains every config, one compiled program per distinct program key.
+    """Trains every config, one engine call per program key.
 
     Args:
       configs: the sweep's points (all with the same ``dataset`` if ``data`` is given).
       data: the data set; by default loaded from the configs' ``dataset`` name.
-      on_group_done: called with each group's results as soon as it finishes
-        (the command line writes them to disk there, for resuming).
-      devices: the devices to shard the runs axis over; default
-        ``jax.devices()``, every host's (on a CPU, see
-        :func:`jaxstab.set_cpu_devices` for one device per core).
+      on_group_done: called with each group's results as soon as it finishes.
+      devices: this process's devices to spread the runs over; default all.
+      timings: if given, accumulates the engine's ``check``/``lower``/``compile``/``run``
+        seconds.
 
     Returns:
-      ``(results, programs_compiled)``: results in the order of ``configs``, and
-      how many training programs were compiled (0 when all were cached).
+      ``(results, executables_compiled)``: results in the order of ``configs``
+      (labelled with ``data.name`` when ``data`` is given), and how many
+      executables were compiled (one per program and device; 0 when cached).
     """
     if not configs:
         return [], 0
-    if devices is not None and (
-        not list(devices) or not all(isinstance(d, jax.Device) for d in devices)
-    ):
-        raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
     datasets = {c.dataset for c in configs}
     if data is None:
         if len(datasets) > 1:
             raise ValueError(f"configs use several datasets {sorted(datasets)}; pass data or split")
         data = get_dataset(configs[0].dataset)
-    arrays = _data_arrays(data)
+    else:
+        # A user's arrays are labelled with their own name, not the configs' default.
+        configs = [dataclasses.replace(c, dataset=data.name) for c in configs]
     by_config: dict[Config, Result] = {}
-    compiled = 0
+    clock: dict[str, float] = {}
     for group in group_configs(configs):
-        program = _program(_spec(group[0]))
-        before = program._cache_size()  # type: ignore[attr-defined]
-        results = _group(group, data, arrays, devices)
-        compiled += program._cache_size() - before  # type: ignore[attr-defined]
+        results = run_group(group, data, devices=devices, timings=clock)
         by_config.update({r.config: r for r in results})
         if on_group_done is not None:
             on_group_done(results)
-    return [by_config[c] for c in configs], compiled
+    if timings is not None:
+        for k, v in clock.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return [by_config[c] for c in configs], int(clock.get("executables", 0))
 
 
 def run(
     config: Config, data: Dataset | None = None, *, devices: Sequence[jax.Device] | None = None
 ) -> Result:
-    """Trains one config's seeds as one vmapped, jitted program (see :func:`run_many`)."""
-    results, _ = run_many([config], data, devices=devices)
-    return results[0]
+    """Trains one config's seeds (see :func:`run_many`)."""
+    return run_many([config], data, devices=devices)[0][0]
