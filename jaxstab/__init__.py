@@ -7,15 +7,19 @@ diagnostics and mean-field theory.
 
 from jaxstab import devices as devices
 from jaxstab import diagnostics as diagnostics
+from jaxstab import layouts as layouts
 from jaxstab import theory as theory
 from jaxstab._activations import ACTIVATIONS as ACTIVATIONS
 from jaxstab._activations import Activation as Activation
 from jaxstab._activations import get_activation as get_activation
 from jaxstab._clipping import ClipState as ClipState
+from jaxstab._clipping import SkipState as SkipState
 from jaxstab._clipping import adaptive_clip as adaptive_clip
 from jaxstab._clipping import clip_by_global_norm as clip_by_global_norm
 from jaxstab._clipping import clip_by_layer_norm as clip_by_layer_norm
 from jaxstab._clipping import find_clip_state as find_clip_state
+from jaxstab._clipping import find_clip_states as find_clip_states
+from jaxstab._clipping import skip_nonfinite as skip_nonfinite
 from jaxstab._initializers import INITIALIZERS as INITIALIZERS
 from jaxstab._initializers import calculate_gain as calculate_gain
 from jaxstab._initializers import compute_fans as compute_fans
@@ -49,6 +53,8 @@ from jaxstab._mlp import mlp_sizes as mlp_sizes
 from jaxstab._mlp import split_stacks as split_stacks
 from jaxstab._train import make_train_step as make_train_step
 from jaxstab.devices import set_cpu_devices as set_cpu_devices
+from jaxstab.layouts import Layout as Layout
+from jaxstab.reinit import reinit as reinit
 from jaxstab.theory import critical as critical
 
 __version__ = "0.1.0"
@@ -59,6 +65,8 @@ __all__ = [
     "SPLIT_MAX_LEN",
     "Activation",
     "ClipState",
+    "Layout",
+    "SkipState",
     "accuracy",
     "adaptive_clip",
     "apply_mlp",
@@ -71,6 +79,7 @@ __all__ = [
     "constant",
     "critical",
     "find_clip_state",
+    "find_clip_states",
     "get_activation",
     "get_initializer",
     "glorot_normal",
@@ -78,6 +87,7 @@ __all__ = [
     "he_normal",
     "he_uniform",
     "init_mlp",
+    "layouts",
     "kaiming_normal",
     "kaiming_uniform",
     "lecun_normal",
@@ -90,6 +100,8 @@ __all__ = [
     "normal",
     "set_cpu_devices",
     "orthogonal",
+    "reinit",
+    "skip_nonfinite",
     "theory",
     "softmax",
     "softmax_cross_entropy",

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxstab._clipping import find_clip_state
+from jaxstab._clipping import SkipState, find_clip_state
 from jaxstab._typing import Array, Params
 
 TrainStep = Callable[[Params, Any, Any], tuple[Params, Any, dict[str, Array]]]
@@ -27,12 +27,16 @@ def make_train_step(
     and vmapped over seeds. ``metrics`` holds ``loss``, ``grad_norm`` (the
     global norm of the raw gradient, before any clipping) and, when the
     optimizer contains a jaxstab clipping transform, ``clipped`` (bool) from
-    its :class:`~jaxstab.ClipState`.
+    its :class:`~jaxstab.ClipState` (the first one, see
+    :func:`~jaxstab.find_clip_state`), and, when the optimizer is wrapped in
+    :func:`~jaxstab.skip_nonfinite`, ``skipped`` (bool): on a skipped step the
+    parameters and the optimizer's state stay as they were.
 
     Args:
       loss_fn: ``loss_fn(params, batch)`` returning a scalar (or
         ``(scalar, aux)`` with ``has_aux``; a dict ``aux`` is merged into metrics).
-      optimizer: e.g. ``optax.chain(jaxstab.clip_by_global_norm(1.0), optax.sgd(0.1))``.
+      optimizer: e.g. ``optax.chain(jaxstab.clip_by_global_norm(1.0), optax.sgd(0.1))``;
+        wrap it in :func:`jaxstab.skip_nonfinite` to skip non-finite steps entirely.
       has_aux: whether ``loss_fn`` returns auxiliary outputs.
 
     Returns:
@@ -67,6 +71,8 @@ def make_train_step(
         clip_state = find_clip_state(opt_state)
         if clip_state is not None:
             metrics["clipped"] = clip_state.clipped
+        if isinstance(opt_state, SkipState):
+            metrics["skipped"] = opt_state.skipped
         if isinstance(aux, dict):
             metrics.update(aux)
         return params, opt_state, metrics
