@@ -115,14 +115,18 @@ def _run(hp: Any, shared: dict[str, Any], st: _Static) -> dict[str, Any]:
         return carry, (metrics, evaluate(carry[0], carry[2]))
 
     out: dict[str, Any] = {}
-    if st.inspect is not None:
-        out["inspect_init"] = st.inspect(params, eval_data, hp)
+    init_params = params
     eval_init = evaluate(params, jnp.zeros([], bool))
     carry = (params, optimizer.init(params), jnp.zeros([], bool), jnp.full([], -1, jnp.int32))
     step_ids = jnp.arange(st.steps, dtype=jnp.int32).reshape(-1, st.eval_every)
     (params, _, diverged, diverged_step), (metrics, evals) = jax.lax.scan(chunk, carry, step_ids)
     if st.inspect is not None:
-        out["inspect_final"] = st.inspect(params, eval_data, hp)
+        # One traced copy of `inspect` (often a forward and backward pass) for both
+        # moments, mapped over [initial, final] parameters: half the compile time.
+        both = jax.tree.map(lambda a, b: jnp.stack([a, b]), init_params, params)
+        inspected = jax.lax.map(lambda p: st.inspect(p, eval_data, hp), both)
+        out["inspect_init"] = jax.tree.map(lambda a: a[0], inspected)
+        out["inspect_final"] = jax.tree.map(lambda a: a[1], inspected)
     out["metrics"] = {k: v.reshape(-1) for k, v in metrics.items()}
     out["evals"] = {k: jnp.concatenate([eval_init[k][None], v]) for k, v in evals.items()}
     out["diverged"] = diverged
