@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxstab import _checks
 from jaxstab._typing import ActivationLike, Array
 
 # name -> (function of (x, **params), default params). SELU's constants are
@@ -72,8 +73,8 @@ def get_activation(activation: ActivationLike, **params: Any) -> Callable[[Array
       :class:`Activation` instances, equal when name and parameters are equal.
 
     Raises:
-      ValueError: for an unknown name, an unknown parameter, or a non-finite
-        numeric parameter.
+      ValueError: for an unknown name, an unknown parameter, a numeric parameter
+        that is not a finite number, or a non-bool ``approximate``.
     """
     if callable(activation):
         if params:
@@ -102,18 +103,10 @@ def get_activation(activation: ActivationLike, **params: Any) -> Callable[[Array
         )
     merged = {**defaults, **params}
     for key, value in merged.items():
-        if isinstance(value, bool):
-            continue
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} parameter {key}={value!r} must be a finite number")
-        merged[key] = float(value)
+        if isinstance(defaults[key], bool):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} parameter {key} must be True or False, got {value!r}")
+            merged[key] = bool(value)
+        else:
+            merged[key] = _checks.finite_number(f"{name} parameter {key}", value)
     return Activation(name, tuple(sorted(merged.items())))
-
-
-def activation_name(activation: ActivationLike) -> str:
-    """A short printable name for an activation (its name, or the callable's)."""
-    if isinstance(activation, str):
-        return activation
-    if isinstance(activation, Activation):
-        return repr(activation)
-    return getattr(activation, "__name__", repr(activation))

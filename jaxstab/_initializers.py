@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstab import _checks
 from jaxstab._typing import Array, DTypeLike, PRNGKey
 
 Initializer = jax.nn.initializers.Initializer
@@ -33,30 +34,8 @@ DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 _TRUNCATED_STDDEV = 0.87962566103423978
 
 
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def _resolve_dtype(dtype: DTypeLike | None, default: DTypeLike | None) -> np.dtype:
-    resolved = jnp.dtype(dtype if dtype is not None else (default or jnp.float32))
-    if not jnp.issubdtype(resolved, jnp.floating):
-        raise ValueError(
-            f"initializers need a floating dtype, got {resolved}; "
-            "valid: float32, float64, bfloat16, float16"
-        )
-    return jax.dtypes.canonicalize_dtype(resolved)
+    return _checks.float_dtype("dtype", dtype if dtype is not None else default)
 
 
 def _sampling_dtype(dtype: np.dtype) -> np.dtype:
@@ -70,9 +49,27 @@ def _sharding(out_sharding: Any) -> dict[str, Any]:
     return {} if out_sharding is None else {"out_sharding": out_sharding}
 
 
-def _axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(a % ndim for a in axes)
+def _check_axis_args(**axes: int | Sequence[int]) -> None:
+    """Construction-time checks of axis arguments: integers, and no axis given twice.
+
+    Their range depends on the shape, so it is checked at the call (:func:`compute_fans`).
+    """
+    seen: dict[int, str] = {}
+    for name, axis in axes.items():
+        values = (axis,) if not isinstance(axis, (Sequence, np.ndarray)) else tuple(axis)
+        for a in values:
+            try:
+                a = _checks.integer(name, a)
+            except ValueError:
+                raise ValueError(
+                    f"{name} must be an int or a sequence of ints, got {axis!r}"
+                ) from None
+            if a in seen:
+                raise ValueError(
+                    f"{name}={axis!r} and {seen[a]}={axes[seen[a]]!r} name the same axis {a}; "
+                    "the input, output and batch axes must be distinct"
+                )
+            seen[a] = name
 
 
 def compute_fans(
@@ -87,8 +84,8 @@ def compute_fans(
     (e.g. a convolution's spatial axes) and multiply both fans.
 
     Args:
-      shape: the weight shape, at least 2-D.
-      in_axis: the input axis or axes.
+      shape: the weight shape, at least 2-D, every dimension ``>= 1``.
+      in_axis: the input axis or axes, in ``[-ndim, ndim)``.
       out_axis: the output axis or axes.
       batch_axis: axes excluded from both fans (e.g. a stacked depth axis).
 
@@ -96,20 +93,35 @@ def compute_fans(
       ``(fan_in, fan_out)`` as floats.
 
     Raises:
-      ValueError: for a 0-D or 1-D shape.
+      ValueError: for a 0-D or 1-D shape, a dimension ``< 1``, an axis out of range,
+        or an axis that is in two of ``in_axis``, ``out_axis``, ``batch_axis``.
+
+    Example:
+      >>> compute_fans((3, 3, 16, 32))  # a 3x3 HWIO convolution kernel
+      (144.0, 288.0)
     """
-    shape = tuple(shape)
-    if len(shape) < 2:
+    if isinstance(shape, (Sequence, np.ndarray)) and len(shape) < 2:
         raise ValueError(
             f"weight initializers need a shape with at least 2 dimensions "
-            f"(fan_in, fan_out), got shape {shape}; use zeros/constant/normal for biases"
+            f"(fan_in, fan_out), got shape {tuple(shape)}; use zeros/constant/normal for biases"
         )
+    shape = _checks.shape("shape", shape, min_dim=1)
     ndim = len(shape)
-    ins, outs, batch = (_axes(a, ndim) for a in (in_axis, out_axis, batch_axis))
+    named = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
+    ins, outs, batch = (_checks.axes(k, a, ndim, shape=shape) for k, a in named.items())
+    owner: dict[int, str] = {}
+    for name, normalized in zip(named, (ins, outs, batch)):
+        for a in normalized:
+            if a in owner:
+                raise ValueError(
+                    f"{name}={named[name]!r} and {owner[a]}={named[owner[a]]!r} both name axis "
+                    f"{a} of shape {shape}; the input, output and batch axes must be distinct"
+                )
+            owner[a] = name
     in_size = math.prod(shape[a] for a in ins)
     out_size = math.prod(shape[a] for a in outs)
     batch_size = math.prod(shape[a] for a in batch)
-    receptive = math.prod(shape) / (in_size * out_size * batch_size) if math.prod(shape) else 0
+    receptive = math.prod(shape) // (in_size * out_size * batch_size)
     return float(in_size * receptive), float(out_size * receptive)
 
 
@@ -141,20 +153,23 @@ def variance_scaling(
       An initializer ``init(key, shape, dtype=None) -> Array``.
 
     Raises:
-      ValueError: at construction for a non-positive scale or unknown mode or
-        distribution; at the call for a non-floating dtype or a 0-D/1-D shape.
+      ValueError: at construction for a non-positive scale, an unknown mode or
+        distribution, a non-integer axis, an axis given twice (e.g. ``in_axis ==
+        out_axis``) or a non-floating dtype; at the call for a non-floating dtype, a
+        0-D/1-D shape, a dimension ``< 1``, or an axis out of range for the shape or
+        one that two of ``in_axis``/``out_axis``/``batch_axis`` share after
+        normalization (``in_axis=0, out_axis=-2`` on a 2-D shape).
 
     References:
       Glorot & Bengio 2010, "Understanding the difficulty of training deep
       feedforward neural networks"; He et al. 2015, arXiv 1502.01852.
     """
-    scale = _check_positive("scale", scale)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"unknown distribution {distribution!r}; valid: {', '.join(DISTRIBUTIONS)}"
-        )
+    scale = _checks.positive_number("scale", scale)
+    mode = _checks.one_of("mode", mode, MODES)
+    distribution = _checks.one_of("distribution", distribution, DISTRIBUTIONS)
+    _check_axis_args(in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
+    if dtype is not None:
+        _checks.float_dtype("dtype", dtype)
     default_dtype = dtype
 
     def init(
@@ -164,8 +179,8 @@ def variance_scaling(
         out_sharding: Any = None,
     ) -> Array:
         out_dtype = _resolve_dtype(dtype, default_dtype)
-        shape = tuple(shape)
         fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+        shape = tuple(int(d) for d in shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         variance = scale / max(n, 1.0)
         sample_dtype = _sampling_dtype(out_dtype)
@@ -196,7 +211,7 @@ def xavier_uniform(
     References:
       Glorot & Bengio 2010, AISTATS.
     """
-    gain = _check_positive("gain", gain)
+    gain = _checks.positive_number("gain", gain)
     return variance_scaling(gain**2, "fan_avg", "uniform", in_axis, out_axis, dtype=dtype)
 
 
@@ -208,12 +223,12 @@ def xavier_normal(
     References:
       Glorot & Bengio 2010, AISTATS.
     """
-    gain = _check_positive("gain", gain)
+    gain = _checks.positive_number("gain", gain)
     return variance_scaling(gain**2, "fan_avg", "normal", in_axis, out_axis, dtype=dtype)
 
 
 def _he_scale(negative_slope: float) -> float:
-    a = _check_finite("negative_slope", negative_slope)
+    a = _checks.finite_number("negative_slope", negative_slope)
     return 2.0 / (1.0 + a * a)
 
 
@@ -296,7 +311,10 @@ def orthogonal(
     References:
       Saxe, McClelland & Ganguli 2014, arXiv 1312.6120.
     """
-    gain = _check_positive("gain", gain)
+    gain = _checks.positive_number("gain", gain)
+    column_axis = _checks.integer("column_axis", column_axis)
+    if dtype is not None:
+        _checks.float_dtype("dtype", dtype)
     default_dtype = dtype
 
     def init(
@@ -306,9 +324,11 @@ def orthogonal(
         out_sharding: Any = None,
     ) -> Array:
         out_dtype = _resolve_dtype(dtype, default_dtype)
-        compute_fans(shape)  # validates the rank
-        base = jax.nn.initializers.orthogonal(gain, column_axis)
-        w = base(key, tuple(shape), _sampling_dtype(out_dtype), **_sharding(out_sharding))
+        compute_fans(shape)  # validates the rank and the dimensions
+        shape = tuple(int(d) for d in shape)
+        (axis,) = _checks.axes("column_axis", column_axis, len(shape), shape=shape)
+        base = jax.nn.initializers.orthogonal(gain, axis)
+        w = base(key, shape, _sampling_dtype(out_dtype), **_sharding(out_sharding))
         return w.astype(out_dtype)
 
     return init
@@ -316,7 +336,9 @@ def orthogonal(
 
 def constant(value: float, dtype: DTypeLike | None = None) -> Initializer:
     """Fills any shape (biases included) with ``value``."""
-    value = _check_finite("value", value)
+    value = _checks.finite_number("value", value)
+    if dtype is not None:
+        _checks.float_dtype("dtype", dtype)
     default_dtype = dtype
 
     def init(
@@ -326,7 +348,8 @@ def constant(value: float, dtype: DTypeLike | None = None) -> Initializer:
         out_sharding: Any = None,
     ) -> Array:
         del key
-        out = jnp.full(tuple(shape), value, _resolve_dtype(dtype, default_dtype))
+        shape = _checks.shape("shape", shape)
+        out = jnp.full(shape, value, _resolve_dtype(dtype, default_dtype))
         return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)
 
     return init
@@ -341,9 +364,9 @@ def normal(stddev: float, dtype: DTypeLike | None = None) -> Initializer:
 
     ``stddev = 0`` gives zeros.
     """
-    stddev = _check_finite("stddev", stddev)
-    if stddev < 0:
-        raise ValueError(f"stddev must be >= 0, got {stddev!r}")
+    stddev = _checks.nonnegative_number("stddev", stddev)
+    if dtype is not None:
+        _checks.float_dtype("dtype", dtype)
     default_dtype = dtype
 
     def init(
@@ -354,7 +377,10 @@ def normal(stddev: float, dtype: DTypeLike | None = None) -> Initializer:
     ) -> Array:
         out_dtype = _resolve_dtype(dtype, default_dtype)
         sample = jax.random.normal(
-            key, tuple(shape), _sampling_dtype(out_dtype), **_sharding(out_sharding)
+            key,
+            _checks.shape("shape", shape),
+            _sampling_dtype(out_dtype),
+            **_sharding(out_sharding),
         )
         return (stddev * sample).astype(out_dtype)
 
@@ -390,9 +416,9 @@ def calculate_gain(activation: str, param: float | None = None) -> float:
       sqrt(2 / (1 + slope²)) for leaky ReLU, 3/4 for SELU.
     """
     if activation == "leaky_relu":
-        slope = 0.01 if param is None else _check_finite("param", param)
+        slope = 0.01 if param is None else _checks.finite_number("param", param)
         return math.sqrt(2.0 / (1.0 + slope * slope))
-    if activation not in _GAINS:
+    if not isinstance(activation, str) or activation not in _GAINS:
         raise ValueError(f"no gain for activation {activation!r}; valid: {', '.join(GAIN_NAMES)}")
     if param is not None:
         raise ValueError(f"activation {activation!r} takes no param, got {param!r}")
@@ -418,6 +444,4 @@ INITIALIZERS: dict[str, Callable[..., Initializer]] = {
 
 def get_initializer(name: str) -> Initializer:
     """Returns the preset weight initializer called ``name`` (see :data:`INITIALIZERS`)."""
-    if name not in INITIALIZERS:
-        raise ValueError(f"unknown initializer {name!r}; valid: {', '.join(INITIALIZERS)}")
-    return INITIALIZERS[name]()
+    return INITIALIZERS[_checks.one_of("initializer", name, INITIALIZERS)]()

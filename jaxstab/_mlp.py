@@ -19,13 +19,15 @@ gives every layer its own buffers instead (straight-line code, no scan).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias, overload
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from jaxstab import _checks
 from jaxstab._activations import get_activation
 from jaxstab._initializers import Initializer, he_normal, zeros
 from jaxstab._typing import ActivationLike, Array, ArrayLike, DTypeLike, Params, PRNGKey
@@ -38,17 +40,102 @@ REMAT_POLICIES = (False, True, "layer", "sqrt")
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        raise ValueError(f"sizes must be a sequence of positive ints, got {sizes!r}") from None
-    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s < 1]
-    if len(sizes) < 2 or bad:
+    """``sizes`` as a tuple of Python ints; numpy and 0-d jax integers are accepted."""
+    what = "sizes must be [d_in, hidden..., d_out], a sequence of at least 2 positive integers"
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
+        raise ValueError(f"{what}, got {sizes!r}")
+    values = list(sizes)
+    out = []
+    for i, size in enumerate(values):
+        try:
+            out.append(_checks.positive_int(f"sizes[{i}]", size))
+        except ValueError:
+            shown = [v.item() if isinstance(v, np.generic) else v for v in values]
+            raise ValueError(f"{what}, got {shown!r} (sizes[{i}] is {size!r})") from None
+    if len(out) < 2:
+        raise ValueError(f"{what}, got {out!r}")
+    return tuple(out)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return f"a {type(value).__name__}"
+
+
+def check_params(params: Params) -> list[int]:
+    """Checks the layout of MLP parameters (for one network) and returns their sizes.
+
+    Runs at trace time, from shapes only.
+
+    Args:
+      params: ``{"hidden": [{"w": [k, n, m], "b": [k, m]}, ...], "output": {"w", "b"}}``.
+
+    Returns:
+      ``[d_in, hidden..., d_out]``.
+
+    Raises:
+      ValueError: naming the missing key or the mismatched shape.
+    """
+    layout = (
+        '{"hidden": [{"w": [k, n_in, n_out], "b": [k, n_out]}, ...], '
+        '"output": {"w": [n, d_out], "b": [d_out]}} from init_mlp'
+    )
+    if not isinstance(params, Mapping) or not {"hidden", "output"} <= set(params):
+        raise ValueError(f"params must be MLP parameters {layout}, got {_describe(params)}")
+    hidden, output = params["hidden"], params["output"]
+    if not isinstance(hidden, (list, tuple)):
         raise ValueError(
-            f"sizes must be [d_in, hidden..., d_out] with at least 2 positive ints, "
-            f"got {list(sizes)!r}"
+            f'params["hidden"] must be a list of layer groups, got {_describe(hidden)}'
         )
+    sizes: list[int] = []
+    for i, group in enumerate([*hidden, output]):
+        where = f'params["hidden"][{i}]' if i < len(hidden) else 'params["output"]'
+        if not isinstance(group, Mapping) or not {"w", "b"} <= set(group):
+            raise ValueError(f'{where} must be a dict with "w" and "b", got {_describe(group)}')
+        w, b = jnp.shape(group["w"]), jnp.shape(group["b"])
+        stacked = i < len(hidden)
+        want_w = "[k, n_in, n_out]" if stacked else "[n_in, n_out]"
+        if len(w) != (3 if stacked else 2):
+            raise ValueError(f'{where}["w"] must have shape {want_w}, got shape {w}')
+        want_b = w[:1] + w[-1:] if stacked else w[-1:]
+        if b != want_b:
+            raise ValueError(
+                f'{where}["b"] must have shape {want_b} to match "w" of shape {w}, got shape {b}'
+            )
+        if sizes and w[-2] != sizes[-1]:
+            raise ValueError(
+                f'{where}["w"] of shape {w} takes {w[-2]} inputs, but the layer below gives '
+                f"{sizes[-1]}"
+            )
+        if not sizes:
+            sizes.append(w[-2])
+        sizes += [w[-1]] * (w[0] if stacked else 1)
     return sizes
+
+
+def _check_width(x: Array, sizes: Sequence[int]) -> None:
+    if x.shape[-1] != sizes[0]:
+        raise ValueError(
+            f"x has {x.shape[-1]} features (shape {x.shape}), but the MLP takes d_in={sizes[0]} "
+            f"(sizes {list(sizes)})"
+        )
+
+
+def _check_init_output(
+    name: str, init: Callable[..., Any], out: Any, shape: tuple[int, ...], dtype: Any
+) -> Array:
+    """An initializer's output, checked against the shape it was asked for."""
+    got = getattr(out, "shape", None)
+    if got is None or tuple(got) != shape:
+        shown = f"shape {tuple(got)}" if got is not None else _describe(out)
+        raise ValueError(
+            f"{name} {init!r} returned {shown} when called with shape {shape}; an initializer "
+            "must return an array of the shape it is given"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{name} {init!r} returned dtype {out.dtype}; parameters must be floating")
+    return jnp.asarray(out).astype(dtype)
 
 
 def layer_groups(sizes: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -85,7 +172,8 @@ def init_mlp(
 
     Args:
       key: a PRNG key.
-      sizes: ``[d_in, hidden..., d_out]``, at least two positive ints.
+      sizes: ``[d_in, hidden..., d_out]``, at least two positive integers (Python
+        or numpy ints, or a 1-D integer array).
       weight_init: initializer of every weight ``(fan_in, fan_out)``; default
         :func:`jaxstab.he_normal`.
       bias_init: initializer of every bias; default zeros.
@@ -94,34 +182,52 @@ def init_mlp(
 
     Returns:
       ``{"hidden": [{"w", "b"}, ...], "output": {"w", "b"}}`` (see the module doc).
+
+    Raises:
+      ValueError: for bad sizes, a non-floating dtype, an initializer that is not
+        callable, or one that returns an array of another shape than it was asked for.
     """
+    sizes = _check_sizes(sizes)
     groups = layer_groups(sizes)
     weight_init = he_normal() if weight_init is None else weight_init
     output_init = weight_init if output_init is None else output_init
+    for name, init in (
+        ("weight_init", weight_init),
+        ("bias_init", bias_init),
+        ("output_init", output_init),
+    ):
+        if not callable(init):
+            raise ValueError(f"{name} must be an initializer init(key, shape, dtype), got {init!r}")
+    dtype = _checks.float_dtype("dtype", dtype)
     keys = jax.random.split(key, len(sizes) - 1)
 
-    def layer(init: Initializer, k: PRNGKey, n_in: int, n_out: int) -> dict[str, Array]:
+    def layer(name: str, init: Initializer, k: PRNGKey, n_in: int, n_out: int) -> dict[str, Array]:
         k_w, k_b = jax.random.split(k)
-        return {"w": init(k_w, (n_in, n_out), dtype), "b": bias_init(k_b, (n_out,), dtype)}
+        w = _check_init_output(name, init, init(k_w, (n_in, n_out), dtype), (n_in, n_out), dtype)
+        b = bias_init(k_b, (n_out,), dtype)
+        return {"w": w, "b": _check_init_output("bias_init", bias_init, b, (n_out,), dtype)}
 
     hidden = []
     start = 0
     for count, n_in, n_out in groups:
         group_keys = keys[start : start + count]
-        hidden.append(jax.vmap(lambda k, a=n_in, b=n_out: layer(weight_init, k, a, b))(group_keys))
+        hidden.append(
+            jax.vmap(lambda k, a=n_in, b=n_out: layer("weight_init", weight_init, k, a, b))(
+                group_keys
+            )
+        )
         start += count
-    output = layer(output_init, keys[-1], sizes[-2], sizes[-1])
+    output = layer("output_init", output_init, keys[-1], sizes[-2], sizes[-1])
     return {"hidden": hidden, "output": output}
 
 
 def mlp_sizes(params: Params) -> list[int]:
-    """The layer sizes ``[d_in, hidden..., d_out]`` of MLP parameters."""
-    sizes = []
-    for group in params["hidden"]:
-        count, n_in, n_out = group["w"].shape[-3:]
-        sizes += [n_in] + [n_out] * (count - 1)
-    sizes += list(params["output"]["w"].shape[-2:])
-    return sizes
+    """The layer sizes ``[d_in, hidden..., d_out]`` of MLP parameters (for one network).
+
+    Raises:
+      ValueError: if ``params`` is not laid out as :func:`init_mlp` builds it.
+    """
+    return check_params(params)
 
 
 def split_stacks(params: Params, max_len: int = SPLIT_MAX_LEN) -> Params:
@@ -154,8 +260,8 @@ def split_stacks(params: Params, max_len: int = SPLIT_MAX_LEN) -> Params:
       >>> [g["w"].shape for g in split_stacks(params)["hidden"]]
       [(1, 4, 8), (1, 8, 8), (1, 8, 8)]
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 0:
-        raise ValueError(f"max_len must be a non-negative int, got {max_len!r}")
+    max_len = _checks.integer("max_len", max_len, minimum=0)
+    check_params(params)
     hidden = []
     for group in params["hidden"]:
         count = group["w"].shape[-3]
@@ -181,6 +287,7 @@ def merge_stacks(params: Params) -> Params:
     Returns:
       Parameters with the same leaves, regrouped.
     """
+    check_params(params)
     hidden: list[dict[str, Array]] = []
     for group in params["hidden"]:
         n_in, n_out = group["w"].shape[-2:]
@@ -235,6 +342,7 @@ def scan_hidden(
     """
     phi = get_activation(activation)
     policy = _check_remat(remat)
+    _check_width(jnp.asarray(x), check_params(params))
     collected = []
     h = x
     for i, group in enumerate(params["hidden"]):
@@ -351,10 +459,16 @@ def apply_mlp(
       where ``preactivations`` has one ``[batch, width]`` entry per hidden layer:
       one stacked array ``[L, batch, width]`` when all hidden widths are equal,
       else a tuple of arrays.
+
+    Raises:
+      ValueError: (at trace time, from shapes) if ``x`` is not 2-D or its width is
+        not the MLP's ``d_in``, if ``params`` is not laid out as :func:`init_mlp`
+        builds it, or for an unknown activation or remat policy.
     """
     x = jnp.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"x must be a batch [batch, d_in], got shape {x.shape}")
+    _check_width(x, check_params(params))
     collect = (lambda z, h: z) if capture else None
     h, collected = scan_hidden(params, x, activation, collect=collect, remat=remat)
     logits = h @ params["output"]["w"] + params["output"]["b"][None, :]

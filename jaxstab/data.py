@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxstab import _checks
+from jaxstab._activations import ACTIVATIONS, get_activation
 
 __all__ = [
     "DATASETS",
@@ -107,15 +111,7 @@ class Dataset(NamedTuple):
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
     """Returns ``value`` as an int, or raises if it is not an integer >= minimum."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        as_int = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if as_int < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return as_int
+    return _checks.integer(name, value, minimum=minimum)
 
 
 def _check_seed(seed: Any) -> int:
@@ -151,12 +147,7 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
         10 examples (one per class) in a split, or ``seed`` is not an integer >= 0.
     """
     seed = _check_seed(seed)
-    if (
-        isinstance(test_fraction, (bool, np.bool_))
-        or not isinstance(test_fraction, (int, float, np.integer, np.floating))
-        or not 0.0 < float(test_fraction) < 1.0
-    ):
-        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    test_fraction = _checks.probability("test_fraction", test_fraction, lo_open=True, hi_open=True)
     try:
         from sklearn.datasets import load_digits as sk_load_digits
         from sklearn.model_selection import train_test_split
@@ -196,35 +187,6 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
 # Synthetic data sets.
 # --------------------------------------------------------------------------- #
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # The tanh form never overflows, unlike 1 / (1 + exp(-x)) for x << 0.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    # expm1 of min(x, 0) so that the unused branch of `where` cannot overflow.
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-# The same names (and defaults) as jaxstab's activations, computed in numpy.
-# SELU's constants are Klambauer et al. 2017's; GELU is the exact erf form.
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
-_NUMPY_ACTIVATIONS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x),
-    "elu": _elu,
-    "selu": lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA),
-    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
-    "silu": lambda x: x * _sigmoid(x),
-    "linear": lambda x: x,
-}
-_ACTIVATION_ALIASES = {"swish": "silu", "identity": "linear"}
 
 _TEACHER_REFERENCE_SIZE = 4096
 """Inputs on which the teacher's readout bias is estimated (see teacher_mlp)."""
@@ -266,9 +228,9 @@ def teacher_mlp(
       num_classes: number of classes (the teacher's logits), >= 2.
       depth: number of hidden layers, >= 0 (0 gives a linear teacher).
       width: units per hidden layer, >= 1.
-      activation: the hidden activation, one of ``sigmoid, tanh, relu,
-        leaky_relu, elu, selu, gelu, silu, linear`` (aliases ``swish``,
-        ``identity``); the same functions as :mod:`jaxstab`'s activations.
+      activation: the hidden activation, a name of :data:`jaxstab.ACTIVATIONS`
+        (aliases ``swish``, ``identity``), evaluated by
+        :func:`jaxstab.get_activation` in float64.
 
     Returns:
       A :class:`Dataset` named ``"teacher"``.
@@ -284,14 +246,12 @@ def teacher_mlp(
     num_classes = _check_int("num_classes", num_classes, 2)
     depth = _check_int("depth", depth, 0)
     width = _check_int("width", width, 1)
-    if not isinstance(activation, str) or (
-        _ACTIVATION_ALIASES.get(activation, activation) not in _NUMPY_ACTIVATIONS
-    ):
+    if not isinstance(activation, str):
         raise ValueError(
-            f"unknown teacher activation {activation!r}; valid names: "
-            f"{', '.join(_NUMPY_ACTIVATIONS)} (aliases: {', '.join(_ACTIVATION_ALIASES)})"
+            f"teacher activation must be a name, got {activation!r}; valid names: "
+            f"{', '.join(ACTIVATIONS)}"
         )
-    phi = _NUMPY_ACTIVATIONS[_ACTIVATION_ALIASES.get(activation, activation)]
+    phi = get_activation(activation)
 
     rng = np.random.default_rng(seed)
     dims = [d_in, *([width] * depth), num_classes]
@@ -304,7 +264,9 @@ def teacher_mlp(
     def features(x: np.ndarray) -> np.ndarray:
         h = x.astype(np.float64)
         for w in hidden_weights:
-            h = phi(h @ w)
+            # jaxstab's own activation, in float64 like the numpy matmuls around it.
+            with jax.enable_x64(True):
+                h = np.asarray(phi(jnp.asarray(h @ w, jnp.float64)))
         return h
 
     reference = rng.standard_normal((_TEACHER_REFERENCE_SIZE, d_in))
@@ -362,13 +324,7 @@ def gaussian_mixture(
     n_train = _check_int("n_train", n_train, num_classes)
     n_test = _check_int("n_test", n_test, num_classes)
     d_in = _check_int("d_in", d_in, 1)
-    if (
-        isinstance(separation, (bool, np.bool_))
-        or not isinstance(separation, (int, float, np.integer, np.floating))
-        or not math.isfinite(separation)
-        or separation < 0
-    ):
-        raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
+    separation = _checks.nonnegative_number("separation", separation)
 
     rng = np.random.default_rng(seed)
     means = rng.normal(0.0, float(separation) / math.sqrt(d_in), size=(num_classes, d_in))
@@ -455,8 +411,8 @@ def from_arrays(
       x_test: ``[n_test, d_in]`` real, finite features (same ``d_in``).
       y_test: ``[n_test]`` integer labels in ``[0, num_classes)``.
       name: the data set's name.
-      num_classes: the number of classes; if None, ``1 + `` the largest label
-        of the train and test sets.
+      num_classes: the number of classes, at least 2; if None, ``1 + `` the
+        largest label of the train and test sets.
 
     Returns:
       The :class:`Dataset`, with float32 features and int32 labels (new arrays,
@@ -466,7 +422,8 @@ def from_arrays(
       ValueError: if an ``x`` is not 2-D, empty, non-numeric, non-finite or
         outside the float32 range; a ``y`` is not 1-D or holds a non-integer;
         ``x`` and ``y`` lengths differ; train and test ``d_in`` differ;
-        ``num_classes`` is not an integer >= 1; or a label is outside
+        ``num_classes`` is not an integer >= 2 (or, inferred, every label is 0:
+        one class); or a label is outside
         ``[0, num_classes)``. The message names the offending array and value.
     """
     if not isinstance(name, str):
@@ -487,7 +444,12 @@ def from_arrays(
         raise ValueError(f"x_train has {d_train} features but x_test has {d_test}; d_in must match")
     if num_classes is None:
         num_classes = 1 + max(int(y.max()) for y in ys.values())
-    num_classes = _check_int("num_classes", num_classes, 1)
+        if num_classes < 2:
+            raise ValueError(
+                f"every label is {num_classes - 1}, so there is 1 class; a classification data "
+                "set needs at least 2 classes (pass num_classes if some are absent)"
+            )
+    num_classes = _check_int("num_classes", num_classes, 2)
     for key, y in ys.items():
         bad = (y < 0) | (y >= num_classes)
         if bad.any():

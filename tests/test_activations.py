@@ -1,5 +1,6 @@
 """Activations by name: values against their definitions, hashing, errors."""
 
+import functools
 import math
 
 import jax
@@ -49,10 +50,22 @@ def test_equal_by_value_so_static_jit_traces_once():
     b = js.get_activation("leaky_relu", negative_slope=0.1)
     assert a == b and hash(a) == hash(b)
     assert a != js.get_activation("leaky_relu", negative_slope=0.2)
-    g = jax.jit(lambda x, phi: phi(x), static_argnums=1)
+    traces = []
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def g(x, phi):
+        traces.append(phi)  # runs once per trace
+        return phi(x)
+
     g(jnp.ones(3), a)
     g(jnp.ones(3), b)
-    assert g._cache_size() == 1
+    assert traces == [a]
+
+
+def test_numpy_scalar_parameters_give_the_same_activation():
+    a = js.get_activation("leaky_relu", negative_slope=np.float64(0.25))
+    assert a == js.get_activation("leaky_relu", negative_slope=0.25)
+    np.testing.assert_array_equal(a(jnp.asarray([-4.0, 2.0])), [-1.0, 2.0])
 
 
 def test_callable_passes_through():
@@ -66,7 +79,13 @@ def test_callable_passes_through():
         (("relux",), {}, "unknown activation 'relux'; valid names: sigmoid, tanh, relu"),
         (("relu",), {"negative_slope": 0.1}, r"unknown parameter\(s\) \['negative_slope'\]"),
         (("leaky_relu",), {"slope": 0.1}, r"\['slope'\] for activation 'leaky_relu'; valid: "),
-        (("leaky_relu",), {"negative_slope": float("nan")}, "negative_slope=nan"),
+        (
+            ("leaky_relu",),
+            {"negative_slope": float("nan")},
+            "leaky_relu parameter negative_slope must be a finite number, got nan",
+        ),
+        (("elu",), {"alpha": True}, "elu parameter alpha must be a finite number, got True"),
+        (("gelu",), {"approximate": 1.0}, "gelu parameter approximate must be True or False"),
         ((lambda x: x,), {"alpha": 1.0}, r"parameters \['alpha'\] can only be given"),
         ((3,), {}, "activation must be a name or a callable, got 3"),
     ],

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import special
 
 from jaxstab import data
 from jaxstab.data import (
@@ -233,6 +234,31 @@ def test_teacher_task_is_learnable_from_train() -> None:
 def test_teacher_rejects_unknown_activation() -> None:
     with pytest.raises(ValueError, match=r"'softsign'.*tanh.*relu.*linear"):
         teacher_mlp(activation="softsign")
+    with pytest.raises(ValueError, match="teacher activation must be a name, got 3"):
+        teacher_mlp(activation=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("activation", "phi"),
+    [
+        (
+            "selu",
+            lambda v: 1.0507009873554805 * np.where(v > 0, v, 1.6732632423543772 * np.expm1(v)),
+        ),
+        ("gelu", lambda v: 0.5 * v * (1 + special.erf(v / np.sqrt(2)))),
+        ("swish", lambda v: v / (1 + np.exp(-v))),
+    ],
+)
+def test_teacher_uses_jaxstab_activations_in_float64(activation: str, phi) -> None:
+    # The activation comes from jaxstab.get_activation (no copy of the registry),
+    # evaluated in float64: the labels equal an independent float64 numpy teacher's.
+    ds = teacher_mlp(seed=4, depth=2, width=16, activation=activation, **SMALL)
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        np.testing.assert_array_equal(y, reference_teacher_labels(x, 4, 8, 4, 2, 16, phi))
+
+
+def test_data_module_has_no_activation_registry_of_its_own() -> None:
+    assert not any("ACTIVATION" in name for name in vars(data) if name != "ACTIVATIONS")
 
 
 @pytest.mark.parametrize(
@@ -349,7 +375,7 @@ def test_from_arrays_converts_and_infers_classes() -> None:
 
 def test_from_arrays_copies() -> None:
     x = np.ones((2, 2), np.float32)
-    y = np.zeros(2, np.int32)
+    y = np.array([0, 1], np.int32)
     ds = from_arrays(x, y, x, y)
     x[0, 0] = 5.0
     y[0] = 1
@@ -391,8 +417,14 @@ def _replace(**changes: object) -> dict[str, object]:
         (_replace(x_train=np.zeros((0, 3)), y_train=np.zeros(0, int)), None, "at least 1"),
         (_replace(x_train=np.array([["a"] * 3] * 6)), None, "real numbers, got dtype <U1"),
         (_replace(y_train=np.array(["0"] * 6)), None, "integer class labels, got dtype <U1"),
-        (_replace(), 0, "num_classes must be an integer >= 1, got 0"),
-        (_replace(), 2.0, "num_classes must be an integer >= 1, got 2.0"),
+        (_replace(), 0, "num_classes must be an integer >= 2, got 0"),
+        (_replace(), 1, "num_classes must be an integer >= 2, got 1"),
+        (_replace(), 2.0, "num_classes must be an integer >= 2, got 2.0"),
+        (
+            _replace(y_train=np.zeros(6, int), y_test=np.zeros(4, int)),
+            None,
+            "every label is 0, so there is 1 class; a classification data set needs at least 2",
+        ),
     ],
 )
 def test_from_arrays_rejects(arrays: dict, num_classes: object, match: str) -> None:

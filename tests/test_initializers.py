@@ -219,7 +219,7 @@ def test_calculate_gain_matches_pytorch(activation, param, expected):
         (lambda: js.xavier_normal(gain=0.0), "gain must be a positive finite number, got 0.0"),
         (lambda: js.xavier_uniform(gain=-1.0), "gain.*-1.0"),
         (lambda: js.orthogonal(gain=float("nan")), "gain.*nan"),
-        (lambda: js.he_normal(mode="fan_max"), "unknown mode 'fan_max'; valid modes: fan_in"),
+        (lambda: js.he_normal(mode="fan_max"), "unknown mode 'fan_max'; valid: fan_in"),
         (lambda: js.variance_scaling(1.0, "fan_in", "cauchy"), "unknown distribution 'cauchy'"),
         (lambda: js.variance_scaling(0.0, "fan_in", "normal"), "scale.*0.0"),
         (lambda: js.he_normal(negative_slope=float("inf")), "negative_slope.*inf"),
@@ -247,3 +247,66 @@ def test_call_errors(init):
         init(key, ())
     with pytest.raises(ValueError, match="floating dtype, got int32; valid: float32"):
         init(key, (4, 4), jnp.int32)
+    # Negative and zero dimensions: a clear error, not an MLIRError from inside jax.
+    with pytest.raises(ValueError, match=r"shape must be a tuple of integers >= 1, got \(-1, 4\)"):
+        init(key, (-1, 4))
+    with pytest.raises(ValueError, match=r"got \(4, 0\) \(entry 1 is 0\)"):
+        init(key, (4, 0))
+
+
+# Every (in_axis, out_axis) pair on a 3-D shape, and the ones that are valid.
+AXES_3D = range(-4, 4)
+
+
+@pytest.mark.parametrize("in_axis", AXES_3D)
+@pytest.mark.parametrize("out_axis", AXES_3D)
+def test_variance_scaling_accepts_exactly_the_valid_axes(in_axis, out_axis):
+    shape = (2, 3, 5)
+    init = lambda: js.variance_scaling(1.0, "fan_in", "normal", in_axis, out_axis)(
+        jax.random.key(0), shape
+    )
+    in_range = all(-3 <= a < 3 for a in (in_axis, out_axis))
+    if in_axis == out_axis:  # rejected at construction, whatever the shape
+        with pytest.raises(ValueError, match="name the same axis"):
+            js.variance_scaling(1.0, "fan_in", "normal", in_axis, out_axis)
+    elif in_range and in_axis % 3 != out_axis % 3:
+        w = init()
+        assert w.shape == shape
+        # fan_in = shape[in] times the receptive field (the remaining axis).
+        other = 3 - in_axis % 3 - out_axis % 3
+        fan_in, _ = js.compute_fans(shape, in_axis, out_axis)
+        assert fan_in == shape[in_axis] * shape[other]
+    elif not in_range:
+        with pytest.raises(ValueError, match=r"is out of range for shape \(2, 3, 5\)"):
+            init()
+    else:  # the same axis after normalization, e.g. 0 and -3
+        with pytest.raises(ValueError, match=r"both name axis .* must be distinct"):
+            init()
+
+
+def test_in_axis_equal_out_axis_is_rejected_at_construction():
+    with pytest.raises(ValueError, match="out_axis=-2 and in_axis=-2 name the same axis"):
+        js.xavier_normal(in_axis=-2, out_axis=-2)
+    with pytest.raises(ValueError, match=r"batch_axis=\(0, 1\) and in_axis=1"):
+        js.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=2, batch_axis=(0, 1))
+    with pytest.raises(ValueError, match=r"in_axis must be an int or a sequence of ints, got 1\.0"):
+        js.he_normal(in_axis=1.0)
+
+
+def test_in_axis_5_on_a_matrix_no_longer_wraps_around():
+    # The issue: 5 % 2 == 1 made in_axis=5 silently the output axis's neighbour.
+    with pytest.raises(ValueError, match=r"in_axis=5 is out of range for shape \(4, 6\)"):
+        js.variance_scaling(1.0, "fan_in", "normal", in_axis=5)(jax.random.key(0), (4, 6))
+    with pytest.raises(ValueError, match=r"in_axis=5 is out of range"):
+        js.compute_fans((4, 6), in_axis=5)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float32(2.0), np.float64(2.0), np.int64(2), jnp.array(2.0), jnp.array(2.0, jnp.bfloat16)],
+    ids=["np.float32", "np.float64", "np.int64", "jax", "jax-bf16"],
+)
+def test_numeric_arguments_accept_numpy_and_concrete_jax_scalars(value):
+    w = js.xavier_normal(gain=value)(jax.random.key(0), (N_IN, N_OUT))
+    var, se = _var_se(w)
+    assert abs(var - 4 * 2 / (N_IN + N_OUT)) < NUM_SE * se

@@ -53,10 +53,91 @@ def test_where_mask_equals_minus_inf_mask():
     np.testing.assert_allclose(jnp.sum(js.softmax(logits, where=mask)), 1.0, rtol=1e-6)
 
 
-def test_all_classes_masked_is_not_nan_in_softmax_shift():
-    out = js.log_softmax(jnp.array([-jnp.inf, -jnp.inf]))
-    assert not np.any(np.isnan(np.asarray(out[:0])))  # shift is 0, so no inf - inf
-    assert np.all(np.asarray(js.softmax(jnp.array([-jnp.inf, 0.0]))) == [0.0, 1.0])
+def _ignored_row_cases():
+    """Two rows, the first fully masked (by -inf logits or by `where`), the second live."""
+    live = jnp.array([1.0, 2.0, 3.0])
+    by_inf = jnp.stack([jnp.full(3, -jnp.inf), live])
+    # Under `where`, the masked row's logits are huge and NaN: neither may leak.
+    by_where = jnp.stack([jnp.array([1e30, -5.0, jnp.nan]), live])
+    mask = jnp.array([[False] * 3, [True] * 3])
+    return [(by_inf, None), (by_where, mask)]
+
+
+@pytest.mark.parametrize("case", [0, 1], ids=["minus_inf", "where"])
+def test_ignored_row_is_nan_free_with_zero_loss_and_gradient(case):
+    logits, where = _ignored_row_cases()[case]
+    p_live = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    # softmax: zeros (no distribution to give), log_softmax: -inf (log of those zeros).
+    np.testing.assert_array_equal(js.softmax(logits, where=where)[0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(js.log_softmax(logits, where=where)[0], [-np.inf] * 3)
+    np.testing.assert_allclose(js.softmax(logits, where=where)[1], p_live, rtol=1e-6)
+    # Their vector-Jacobian products, with a cotangent that is non-zero everywhere,
+    # are exactly zero on the ignored row; on the live row they are the analytic ones.
+    u = jnp.array([[0.3, -1.0, 2.0], [0.5, 0.1, -0.2]])
+    _, vjp = jax.vjp(lambda z: js.softmax(z, where=where), logits)
+    (g,) = vjp(u)
+    np.testing.assert_array_equal(g[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(g[1], p_live * (u[1] - p_live @ u[1]), rtol=1e-5, atol=1e-7)
+    _, vjp = jax.vjp(lambda z: js.log_softmax(z, where=where), logits)
+    (g,) = vjp(u)
+    np.testing.assert_array_equal(g[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(g[1], u[1] - p_live * u[1].sum(), rtol=1e-5, atol=1e-7)
+    # Cross-entropy: 0 for the ignored row, -log p for the live one; the gradient is
+    # 0 on the ignored row and softmax - onehot on the live one.
+    for labels in (jnp.array([0, 2]), jax.nn.one_hot(jnp.array([0, 2]), 3)):
+        loss = js.softmax_cross_entropy(logits, labels, where=where)
+        np.testing.assert_allclose(loss, [0.0, -np.log(p_live[2])], rtol=1e-6)
+        g = jax.grad(lambda z, y=labels: jnp.sum(js.softmax_cross_entropy(z, y, where=where)))(
+            logits
+        )
+        np.testing.assert_array_equal(g[0], [0.0, 0.0, 0.0])
+        np.testing.assert_allclose(g[1], p_live - np.eye(3)[2], rtol=1e-6, atol=1e-7)
+
+
+def test_label_on_a_masked_class_is_infinite_with_finite_gradient():
+    # Probability 0 for the true class: the loss is +inf (not NaN, not 0), and the
+    # gradient is still softmax - onehot.
+    logits = jnp.array([[-jnp.inf, 0.0, 0.0]])
+    assert float(js.softmax_cross_entropy(logits, jnp.array([0]))[0]) == np.inf
+    g = jax.grad(lambda z: jnp.sum(js.softmax_cross_entropy(z, jnp.array([0]))))(logits)
+    np.testing.assert_allclose(g, [[-1.0, 0.5, 0.5]])
+
+
+def test_nan_logits_stay_nan():
+    # A NaN logit is a diverged model, not a masked class: it must not read as 0 loss.
+    loss = js.softmax_cross_entropy(jnp.array([[jnp.nan, 0.0]]), jnp.array([1]))
+    assert np.isnan(loss).all()
+    assert np.isnan(js.softmax(jnp.array([jnp.nan, 0.0]))).all()
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 100])
+def test_concrete_out_of_range_label_is_an_error(bad):
+    labels = jnp.array([0, bad, 1])
+    with pytest.raises(ValueError, match=rf"label {bad} \(labels\[1\].*must be in \[0, 3\)"):
+        js.softmax_cross_entropy(jnp.zeros((3, 3)), labels)
+    # Also when closed over as a constant inside jit (concrete at trace time).
+    with pytest.raises(ValueError, match=rf"label {bad} "):
+        jax.jit(lambda z: js.softmax_cross_entropy(z, labels))(jnp.zeros((3, 3)))
+
+
+def test_traced_out_of_range_label_is_nan_and_checkify_reports_it():
+    from jax.experimental import checkify
+
+    loss_fn = jax.jit(js.softmax_cross_entropy)
+    logits = jnp.zeros((3, 4))
+    labels = jnp.array([1, -1, 4])
+    # -1 no longer wraps around to the last class's loss (log 4): NaN, row by row.
+    out = np.asarray(loss_fn(logits, labels))
+    np.testing.assert_allclose(out[0], np.log(4), rtol=1e-6)
+    assert np.isnan(out[1:]).all()
+    # The gradient of the mean stays finite on the valid row; the loss shows the NaN.
+    g = jax.grad(lambda z: jnp.nanmean(loss_fn(z, labels)))(logits)
+    np.testing.assert_allclose(g[0], np.full(4, 0.25) - np.eye(4)[1], rtol=1e-6)
+    # Under checkify the same call is an error naming the labels.
+    err, _ = checkify.checkify(loss_fn, errors=checkify.user_checks)(logits, labels)
+    assert "integer labels must be in [0, 4), got labels [ 1 -1  4]" in err.get()
+    err, _ = checkify.checkify(loss_fn, errors=checkify.user_checks)(logits, jnp.array([0, 1, 3]))
+    assert err.get() is None
 
 
 def test_probability_labels_match_integer_labels_and_optax():

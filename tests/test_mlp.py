@@ -1,5 +1,7 @@
 """The scanned MLP: grouping, scan against layer-by-layer, vmap against a loop, grads."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -213,7 +215,7 @@ def test_merge_stacks_undoes_split_stacks(sizes):
 @pytest.mark.parametrize("max_len", [-1, 1.5, True])
 def test_split_stacks_bad_max_len(max_len):
     params = js.init_mlp(jax.random.key(0), [3, 4, 4, 2])
-    with pytest.raises(ValueError, match="max_len must be a non-negative int"):
+    with pytest.raises(ValueError, match=f"max_len must be an integer >= 0, got {max_len!r}"):
         js.split_stacks(params, max_len=max_len)
 
 
@@ -243,10 +245,13 @@ def test_depth_does_not_grow_the_program():
 @pytest.mark.parametrize(
     "sizes,match",
     [
-        ([5], r"at least 2 positive ints, got \[5\]"),
-        ([5, 0, 3], r"got \[5, 0, 3\]"),
-        ([5, 2.5, 3], r"got \[5, 2.5, 3\]"),
-        (7, "sizes must be a sequence of positive ints, got 7"),
+        ([5], r"at least 2 positive integers, got \[5\]"),
+        ([5, 0, 3], r"got \[5, 0, 3\] \(sizes\[1\] is 0\)"),
+        ([5, 2.5, 3], r"got \[5, 2.5, 3\] \(sizes\[1\] is 2.5\)"),
+        ([5, True, 3], r"sizes\[1\] is True"),
+        (np.array([4, -8, 3]), r"got \[4, -8, 3\]"),
+        (7, "a sequence of at least 2 positive integers, got 7"),
+        ("48", "got '48'"),
     ],
 )
 def test_bad_sizes(sizes, match):
@@ -254,7 +259,86 @@ def test_bad_sizes(sizes, match):
         js.init_mlp(jax.random.key(0), sizes)
 
 
+@pytest.mark.parametrize(
+    "sizes", [np.array([4, 8, 3]), [np.int64(4), np.int32(8), 3], (jnp.array(4), 8, 3)]
+)
+def test_numpy_and_jax_integer_sizes(sizes):
+    # Same key, same layers: the weights equal those from plain Python ints.
+    params = js.init_mlp(jax.random.key(0), sizes)
+    chex.assert_trees_all_equal(params, js.init_mlp(jax.random.key(0), [4, 8, 3]))
+    assert js.mlp_sizes(params) == [4, 8, 3]
+    assert all(type(n) is int for n in js.mlp_sizes(params))
+
+
 def test_bad_input_rank():
     params = js.init_mlp(jax.random.key(0), [4, 3])
     with pytest.raises(ValueError, match=r"x must be a batch \[batch, d_in\], got shape \(4,\)"):
         js.apply_mlp(params, jnp.ones(4))
+
+
+@pytest.mark.parametrize("sizes", [[4, 8, 8, 3], [4, 3]])
+def test_wrong_input_width_names_d_in_at_trace_time(sizes):
+    params = js.init_mlp(jax.random.key(0), sizes)
+    x = jax.ShapeDtypeStruct((2, 5), jnp.float32)
+    message = f"x has 5 features (shape (2, 5)), but the MLP takes d_in=4 (sizes {sizes})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        js.apply_mlp(params, jnp.ones((2, 5)))
+    # Under jit, from the shapes alone, before anything runs.
+    with pytest.raises(ValueError, match="x has 5 features"):
+        jax.eval_shape(jax.jit(js.apply_mlp), params, x)
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({}, r"params must be MLP parameters .* got a dict with keys \[\]"),
+        ([1, 2], "params must be MLP parameters .* got a list"),
+        ({"hidden": {}, "output": {}}, r'params\["hidden"\] must be a list of layer groups'),
+        (
+            {"hidden": [], "output": {"w": jnp.ones((4, 3))}},
+            r'params\["output"\] must be a dict with "w" and "b", got a dict with keys \[\'w\'\]',
+        ),
+        (
+            {"hidden": [{"w": jnp.ones((4, 8)), "b": jnp.ones(8)}], "output": {}},
+            r'params\["hidden"\]\[0\]\["w"\] must have shape \[k, n_in, n_out\], '
+            r"got shape \(4, 8\)",
+        ),
+        (
+            {
+                "hidden": [{"w": jnp.ones((1, 4, 8)), "b": jnp.ones((1, 8))}],
+                "output": {"w": jnp.ones((6, 3)), "b": jnp.ones(3)},
+            },
+            r'params\["output"\]\["w"\] of shape \(6, 3\) takes 6 inputs, '
+            r"but the layer below gives 8",
+        ),
+        (
+            {"hidden": [], "output": {"w": jnp.ones((4, 3)), "b": jnp.ones(4)}},
+            r'params\["output"\]\["b"\] must have shape \(3,\) to match "w" of shape \(4, 3\)',
+        ),
+    ],
+)
+def test_bad_params_layout(params, match):
+    with pytest.raises(ValueError, match=match):
+        js.apply_mlp(params, jnp.ones((2, 4)))
+
+
+def test_initializer_returning_the_wrong_shape_is_rejected():
+    def transposed(key, shape, dtype=None):  # an (out, in) initializer used as (in, out)
+        return js.he_normal()(key, shape[::-1], dtype)
+
+    with pytest.raises(
+        ValueError, match=r"weight_init .* returned shape \(8, 4\) when called with shape \(4, 8\)"
+    ):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], weight_init=transposed)
+    with pytest.raises(ValueError, match=r"output_init .* returned shape \(3, 8\)"):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], output_init=transposed)
+    with pytest.raises(ValueError, match=r"bias_init .* returned shape \(1, 8\)"):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], bias_init=lambda k, s, d=None: jnp.zeros((1, *s)))
+    with pytest.raises(ValueError, match=r"bias_init .* returned a NoneType"):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], bias_init=lambda k, s, d=None: None)
+    with pytest.raises(
+        ValueError, match=r"weight_init must be an initializer init.*got 'he_normal'"
+    ):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], weight_init="he_normal")
+    with pytest.raises(ValueError, match="dtype must be a floating dtype, got int32"):
+        js.init_mlp(jax.random.key(0), [4, 8, 3], dtype=jnp.int32)

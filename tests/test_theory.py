@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special
 
+import jaxstab
 from jaxstab import theory
 from jaxstab._activations import ACTIVATIONS, get_activation
+from jaxstab.theory import _quadrature
 
 # --------------------------------------------------------------------------------------
 # Independent references.
@@ -142,13 +144,13 @@ def test_gaussian_expectation_matches_scipy(name):
         for k, power in ((0, 2), (1, 2), (0, 1)):
             f, ref = _scaled(jax_fns[k], q, power), _scaled(np_fns[k], q, power)
             want = ref_expectation(ref)
-            got = float(theory._gaussian_expectation(f))
+            got = float(_quadrature.gaussian_expectation(f))
             assert abs(got - want) <= 1e-5 * max(1.0, abs(want)), (name, q, k, got, want)
 
 
 def _jax_pair(name):
     phi = get_activation(name)
-    return phi, theory._derivative(phi)
+    return phi, _quadrature.derivative(phi)
 
 
 def _scaled(fn, q, power):
@@ -170,7 +172,7 @@ def test_bivariate_expectation_matches_scipy(name):
     np_fns = NUMPY_ACTIVATIONS[name]
     for c, k in ((-0.6, 0), (0.9, 1)):
         want = ref_bivariate(_product(np_fns[k], 2.0), c)
-        got = float(theory._bivariate_expectation(_product(jax_fns[k], 2.0), c))
+        got = float(_quadrature.bivariate_expectation(_product(jax_fns[k], 2.0), c))
         assert abs(got - want) <= 1e-5 * max(1.0, abs(want)), (name, c, got, want)
 
 
@@ -179,10 +181,10 @@ def test_quadrature_float64_accuracy():
     # whose derivative jumps at the kink: the split there is what makes this possible.
     with jax.enable_x64(True):
         jax_fns, np_fns = _jax_pair("selu"), NUMPY_ACTIVATIONS["selu"]
-        got = theory._gaussian_expectation(_scaled(jax_fns[1], 2.25, 2))
+        got = _quadrature.gaussian_expectation(_scaled(jax_fns[1], 2.25, 2))
         assert got.dtype == jnp.float64
         assert abs(float(got) - ref_expectation(_scaled(np_fns[1], 2.25, 2))) <= 1e-9
-        got = theory._bivariate_expectation(_product(jax_fns[0], 1.0), 0.3)
+        got = _quadrature.bivariate_expectation(_product(jax_fns[0], 1.0), 0.3)
         assert abs(float(got) - ref_bivariate(_product(np_fns[0], 1.0), 0.3)) <= 1e-9
 
 
@@ -240,7 +242,6 @@ def test_relu_length_map_and_chi1_closed_forms():
 
 def test_relu_critical_point_and_fixed_points():
     assert float(theory.critical_sigma_w2("relu")) == pytest.approx(2.0, rel=1e-6)
-    assert float(theory.critical_sigma_w2("relu", 0.3)) == pytest.approx(2.0, rel=1e-6)
     # At (2, 0) every q is a fixed point: q_star returns its start.
     for q0 in (0.3, 1.0, 7.0):
         assert float(theory.q_star("relu", 2.0, 0.0, q0)) == np.float32(q0)
@@ -265,6 +266,27 @@ def test_relu_correlation_map_is_the_arc_cosine_kernel():
         got = float(theory.correlation_map("relu", 2.0, 0.0, c))
         assert got == pytest.approx(want, abs=2e-6), c
     assert float(theory.correlation_map("relu", 2.0, 0.0, 1.0)) == 1.0
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "linear"])
+def test_homogeneous_activations_have_no_critical_point_with_bias(name):
+    # chi1 = 1 fixes sigma_w2 (2 for ReLU, 1 for linear) whatever q is, and there the
+    # length map is q' = q + sigma_b2: no finite fixed point for sigma_b2 > 0. The
+    # only critical point is at sigma_b2 = 0.
+    sigma_w2 = {"relu": 2.0, "leaky_relu": 2 / (1 + 0.01**2), "linear": 1.0}[name]
+    assert float(theory.critical_sigma_w2(name, 0.0)) == pytest.approx(sigma_w2, rel=1e-6)
+    # q* = sigma_b2 / (1 - chi1) diverges there (inf, or, where sigma_w2 rounds just
+    # below the critical value in float32, about 3e7).
+    assert float(theory.q_star(name, sigma_w2, 0.3)) > 1e6
+    message = rf"{name}' has no critical point at sigma_b2=0\.3.*q\* = inf"
+    with pytest.raises(ValueError, match=message):
+        theory.critical_sigma_w2(name, 0.3)
+    with pytest.raises(ValueError, match=r"no critical point at sigma_b2=0\.3"):
+        theory.critical(name, 0.3)
+    # Traced, the same answer is NaN (never the plausible 2).
+    traced = jax.vmap(lambda s: theory.critical_sigma_w2(name, s))(jnp.array([0.0, 0.3, 2.0]))
+    assert float(traced[0]) == pytest.approx(sigma_w2, rel=1e-5)
+    assert np.isnan(traced[1:]).all()
 
 
 def test_leaky_relu_critical_point():
@@ -541,3 +563,84 @@ def test_critical_tanh_initializer_is_lecun():
     w = theory.critical("tanh")(jax.random.PRNGKey(2), (1000, 500))
     want = 1.0 / 1000
     assert abs(float(jnp.var(w)) - want) <= 5 * want * math.sqrt(2 / w.size)
+
+
+@pytest.mark.parametrize(
+    "layout,shape,fan_in",
+    [
+        ({}, (400, 300), 400),  # (in, out): x @ w, flax
+        ({"in_axis": -1, "out_axis": -2}, (300, 400), 400),  # equinox Linear (out, in)
+        ({"in_axis": (0, 1, 2), "out_axis": 3}, (3, 3, 16, 8), 144),  # HWIO conv, all in
+    ],
+)
+def test_critical_initializer_layouts(layout, shape, fan_in):
+    # n_in Var(w) = sigma_w2 = 2 for ReLU in every layout: the fan is the layout's.
+    w = np.asarray(theory.critical("relu", **layout)(jax.random.PRNGKey(3), shape), np.float64)
+    want = 2.0 / fan_in
+    # SE of the sample variance of n Gaussians: var sqrt(2 / n).
+    assert abs(w.var() - want) <= 5 * want * math.sqrt(2 / w.size)
+    # The equinox case asked of issue 12: n Var was 1.02 without the axes.
+    if layout.get("in_axis") == -1:
+        assert abs(fan_in * w.var() - 2.0) < 0.1
+
+
+def test_critical_initializer_rejects_bad_axes_and_traced_bias():
+    with pytest.raises(ValueError, match="name the same axis"):
+        theory.critical("relu", in_axis=-1, out_axis=-1)
+    with pytest.raises(ValueError, match=r"in_axis=5 is out of range for shape \(4, 4\)"):
+        theory.critical("relu", in_axis=5)(jax.random.PRNGKey(0), (4, 4))
+    with pytest.raises(ValueError, match=r"sigma_b2 must be a finite number >= 0.*traced"):
+        jax.jit(lambda s: theory.critical("tanh", s)(jax.random.PRNGKey(0), (2, 2)))(0.1)
+
+
+# --------------------------------------------------------------------------------------
+# Invalid traced inputs give NaN, never a plausible number.
+
+INVALID_TRACED = {  # name -> function of one scalar that is invalid at the given value
+    "length_map sigma_w2": (lambda s: theory.length_map("tanh", s, 0.0, 1.0), -1.0),
+    "length_map q": (lambda s: theory.length_map("tanh", 1.0, 0.0, s), -1.0),
+    "q_star sigma_w2": (lambda s: theory.q_star("tanh", s, 0.0), -1.0),
+    "q_star sigma_b2": (lambda s: theory.q_star("tanh", 1.0, s), math.nan),
+    "q_star q0": (lambda s: theory.q_star("tanh", 1.0, 0.1, s), 0.0),
+    "chi1 sigma_b2": (lambda s: theory.chi1("relu", 1.0, s), -0.5),
+    "correlation_map c": (lambda s: theory.correlation_map("tanh", 1.0, 0.1, s), 1.5),
+    "c_star c0": (lambda s: theory.c_star("tanh", 1.0, 0.1, s), -2.0),
+    "depth_scales sigma_w2": (lambda s: jnp.stack(theory.depth_scales("tanh", s, 0.1)), math.inf),
+    "critical_sigma_w2 sigma_b2": (lambda s: theory.critical_sigma_w2("tanh", s), -0.1),
+    "q_profile q0": (lambda s: theory.q_profile("tanh", 1.0, 0.0, s, 3), -2.0),
+    "gradient_profile sigma_w2": (lambda s: theory.gradient_profile("tanh", s, 0.0, 1.0, 3), -1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(INVALID_TRACED))
+def test_invalid_traced_input_is_nan(name):
+    f, bad = INVALID_TRACED[name]
+    out = np.asarray(jax.jit(f)(bad))
+    assert np.isnan(out).all(), (name, out)
+    # ... and concrete, the same value is an error naming it.
+    with pytest.raises(ValueError, match=str(bad).replace("-", "\\-")):
+        f(bad)
+
+
+def test_q_star_of_negative_variance_under_jit_is_not_the_tiny_q():
+    # The issue: jit(q_star)(sigma_w2=-1) used to return 1e-20, a plausible q* = 0.
+    out = jax.jit(lambda s: theory.q_star("tanh", s, 0.0))(jnp.array([-1.0, 0.5])[0])
+    assert np.isnan(out)
+    valid = jax.vmap(lambda s: theory.q_star("tanh", s, 0.05))(jnp.array([-1.0, 0.5]))
+    assert np.isnan(valid[0]) and float(valid[1]) == pytest.approx(
+        ref_q_star("tanh", 0.5, 0.05), rel=1e-5
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The package layout.
+
+
+def test_package_reexports_todays_public_names():
+    from jaxstab.theory import critical, critical_sigma_w2
+
+    assert critical is theory.critical is jaxstab.critical
+    assert critical_sigma_w2 is theory.critical_sigma_w2
+    assert callable(critical) and not hasattr(critical, "__path__")
+    for name in theory.__all__:
+        assert getattr(theory, name).__module__.startswith("jaxstab.theory._"), name
