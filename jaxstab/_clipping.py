@@ -180,7 +180,7 @@ def clip_by_global_norm(
     """
     max_norm, valid = _threshold("max_norm", max_norm, allow_inf=True)
     _check_nonfinite(nonfinite)
-    monitor = max_norm == math.inf  # concrete inf: nothing to rescale
+    monitor = valid is None and max_norm == math.inf  # concrete inf: nothing to rescale
 
     def update_fn(updates: Any, state: ClipState, params: Any = None) -> tuple[Any, ClipState]:
         del params
@@ -233,7 +233,7 @@ def clip_by_layer_norm(
     """
     max_norm, valid = _threshold("max_norm", max_norm, allow_inf=True)
     _check_nonfinite(nonfinite)
-    monitor = max_norm == math.inf
+    monitor = valid is None and max_norm == math.inf
 
     def update_fn(updates: Any, state: ClipState, params: Any = None) -> tuple[Any, ClipState]:
         del params

@@ -36,7 +36,8 @@ class _LinenNet(nn.Module):
 
 
 def _linen_params():
-    return _LinenNet().init(jax.random.key(0), jnp.ones((1, 5, 5, 2)))
+    # Layouts need shapes only: abstract evaluation, nothing computed.
+    return jax.eval_shape(_LinenNet().init, jax.random.key(0), jnp.ones((1, 5, 5, 2)))
 
 
 def _fans(found, shapes):
@@ -76,7 +77,7 @@ def test_flax_nnx_linear_conv_and_vmapped_stack():
             self.lin = nnx.Linear(5, 7, rngs=rngs)
             self.stack = stack(rngs)
 
-    state = nnx.split(Net(nnx.Rngs(0)), nnx.Param)[1]
+    state = nnx.split(nnx.eval_shape(lambda: Net(nnx.Rngs(0))), nnx.Param)[1]
     found, shapes = resolve(state), _shapes(state)
     assert _fans(found, shapes) == {
         "conv/kernel": (27, 36),
@@ -87,16 +88,18 @@ def test_flax_nnx_linear_conv_and_vmapped_stack():
 
 
 def test_equinox_linear_conv_and_vmapped_stack():
-    k = jax.random.split(jax.random.key(0), 4)
-    model = {
-        "lin": eqx.nn.Linear(5, 7, key=k[0]),
-        "conv": eqx.nn.Conv2d(3, 4, (3, 2), key=k[1]),
-        "stack": eqx.filter_vmap(lambda key: eqx.nn.Linear(8, 16, key=key))(
-            jax.random.split(k[2], 3)
-        ),
-        "norm": eqx.nn.LayerNorm(7),
-    }
-    params = eqx.filter(model, eqx.is_array)
+    def make(key):
+        k = jax.random.split(key, 3)
+        return {
+            "lin": eqx.nn.Linear(5, 7, key=k[0]),
+            "conv": eqx.nn.Conv2d(3, 4, (3, 2), key=k[1]),
+            "stack": eqx.filter_vmap(lambda key: eqx.nn.Linear(8, 16, key=key))(
+                jax.random.split(k[2], 3)
+            ),
+            "norm": eqx.nn.LayerNorm(7),
+        }
+
+    params = eqx.filter_eval_shape(make, jax.random.key(0))  # a module of shapes
     found, shapes = resolve(params), _shapes(params)
     assert _fans(found, shapes) == {
         "lin/weight": (5, 7),  # (out, in)
@@ -111,8 +114,8 @@ def test_equinox_linear_conv_and_vmapped_stack():
 
 @pytest.mark.parametrize("split", [False, True])
 def test_jaxstab_mlp_inferred_equals_named(split):
-    params = js.init_mlp(jax.random.key(0), [4, 8, 8, 8, 3])
-    params = js.split_stacks(params) if split else params
+    params = jax.eval_shape(lambda k: js.init_mlp(k, [4, 8, 8, 8, 3]), jax.random.key(0))
+    params = jax.eval_shape(js.split_stacks, params) if split else params
     inferred, named = resolve(params), resolve(params, "jaxstab")
     assert inferred == named
     assert inferred["hidden/1/w"] == Layout("kernel", in_axes=1, out_axes=2, stack_axes=0)

@@ -50,7 +50,12 @@ class _LinenNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def linen_vars():
-    return _LinenNet().init(jax.random.key(0), jnp.ones((1, 2, 2, 16)))
+    return jax.jit(_LinenNet().init)(jax.random.key(0), jnp.ones((1, 2, 2, 16)))
+
+
+def _reinit(key, params, rules, **kwargs):
+    """reinit, jitted: one compile instead of one per op."""
+    return jax.jit(lambda k, p: js.reinit(k, p, rules, **kwargs))(key, params)
 
 
 RULES = {
@@ -61,7 +66,7 @@ RULES = {
 
 
 def test_flax_linen_variance_per_layout_and_rule(linen_vars):
-    new = js.reinit(jax.random.key(1), linen_vars, RULES)
+    new = _reinit(jax.random.key(1), linen_vars, RULES)
     p = new["params"]
     assert_var(p["Conv_0"]["kernel"], 2.0 / (3 * 3 * 16))  # fan_in with the receptive field
     assert_var(p["Dense_0"]["kernel"], 2.0 / 128)
@@ -77,21 +82,25 @@ def test_flax_linen_variance_per_layout_and_rule(linen_vars):
 
 
 def test_equinox_out_in_weights_and_oihw_conv():
-    k = jax.random.split(jax.random.key(0), 3)
-    model = {
-        "lin": eqx.nn.Linear(64, 256, key=k[0]),  # weight (256, 64): fan_in 64
-        "conv": eqx.nn.Conv2d(16, 32, 3, key=k[1]),  # OIHW (32, 16, 3, 3)
-        "stack": eqx.filter_vmap(lambda key: eqx.nn.Linear(64, 32, key=key))(
-            jax.random.split(k[2], 3)
-        ),
-    }
-    new = js.reinit(jax.random.key(2), model, {"weight": js.he_normal(), "bias": js.zeros})
+    @eqx.filter_jit
+    def make(key):
+        k = jax.random.split(key, 3)
+        return {
+            "lin": eqx.nn.Linear(64, 256, key=k[0]),  # weight (256, 64): fan_in 64
+            "conv": eqx.nn.Conv2d(16, 32, 3, key=k[1]),  # OIHW (32, 16, 3, 3)
+            "stack": eqx.filter_vmap(lambda key: eqx.nn.Linear(64, 32, key=key))(
+                jax.random.split(k[2], 3)
+            ),
+        }
+
+    model = make(jax.random.key(0))
+    new = _reinit(jax.random.key(2), model, {"weight": js.he_normal(), "bias": js.zeros})
     assert_var(new["lin"].weight, 2.0 / 64)  # read as (in, out) it would be 2/256
     assert_var(new["conv"].weight, 2.0 / (16 * 9))
     for layer in new["stack"].weight:
         assert_var(layer, 2.0 / 64)
     assert new["conv"].bias.shape == (32, 1, 1) and not np.any(new["conv"].bias)
-    fans = js.reinit(jax.random.key(2), model, {"lin/weight": js.he_normal(mode="fan_out")})
+    fans = _reinit(jax.random.key(2), model, {"lin/weight": js.he_normal(mode="fan_out")})
     assert_var(fans["lin"].weight, 2.0 / 256)
 
 
@@ -104,7 +113,7 @@ def test_equinox_out_in_weights_and_oihw_conv():
 )
 def test_orthogonal_is_drawn_in_the_function_orientation(make, transpose):
     name = "weight" if transpose else "kernel"
-    new = js.reinit(jax.random.key(3), make(), {name: js.orthogonal()})
+    new = _reinit(jax.random.key(3), make(), {name: js.orthogonal()})
     w = new["weight"].T if transpose else new["kernel"]  # as (in, out): x @ w
     chex.assert_trees_all_close(w.T @ w, jnp.eye(16), atol=1e-5)  # orthonormal columns
 
@@ -115,9 +124,11 @@ def test_flax_nnx_state_keeps_variables():
             self.l1 = nnx.Linear(64, 128, rngs=rngs)
             self.l2 = nnx.Linear(128, 4, rngs=rngs)
 
-    graphdef, state = nnx.split(Net(nnx.Rngs(0)))
+    graphdef = nnx.split(nnx.eval_shape(lambda: Net(nnx.Rngs(0))))[0]
+    state = jax.jit(lambda: nnx.split(Net(nnx.Rngs(0)))[1])()
     rules = {"kernel": js.lecun_normal(), "l2/bias": js.constant(1.0)}
-    new = js.reinit(jax.random.key(4), state, rules)
+    new = _reinit(jax.random.key(4), state, rules)
+    assert isinstance(new["l1"]["kernel"], nnx.Param)
     model = nnx.merge(graphdef, new)
     assert isinstance(model.l1.kernel, nnx.Param)
     assert_var(model.l1.kernel[...], 1.0 / 64)
@@ -127,21 +138,28 @@ def test_flax_nnx_state_keeps_variables():
 
 
 def test_jaxstab_mlp_stacks_per_layer_and_split_stacks():
-    params = js.init_mlp(jax.random.key(0), [32, 64, 64, 64, 10])
-    new = js.reinit(jax.random.key(5), params, {"w": js.xavier_normal(), "output/w": js.zeros})
+    # init_mlp's layout for sizes [32, 64, 64, 64, 10]: one layer, then a stack of two
+    params = {
+        "hidden": [
+            {"w": jnp.ones((1, 32, 64)), "b": jnp.ones((1, 64))},
+            {"w": jnp.ones((2, 64, 64)), "b": jnp.ones((2, 64))},
+        ],
+        "output": {"w": jnp.ones((64, 10)), "b": jnp.ones(10)},
+    }
+    new = _reinit(jax.random.key(5), params, {"w": js.xavier_normal(), "output/w": js.zeros})
     for layer, n_in in zip(new["hidden"][1]["w"], (64, 64)):
         assert_var(layer, 2.0 / (n_in + 64))
     assert_var(new["hidden"][0]["w"][0], 2.0 / (32 + 64))
     assert not np.any(new["output"]["w"])
     chex.assert_trees_all_equal(new["hidden"][0]["b"], params["hidden"][0]["b"])
-    split = js.reinit(jax.random.key(5), js.split_stacks(params), {"w": js.xavier_normal()})
+    split = _reinit(jax.random.key(5), js.split_stacks(params), {"w": js.xavier_normal()})
     assert_var(jnp.concatenate([g["w"].ravel() for g in split["hidden"][1:]]), 2.0 / 128)
 
 
 def test_deterministic_per_path_jittable_one_trace(linen_vars):
     key = jax.random.key(6)
-    one = js.reinit(key, linen_vars, {"out/kernel": js.he_normal()})
-    both = js.reinit(
+    one = _reinit(key, linen_vars, {"out/kernel": js.he_normal()})
+    both = _reinit(
         key, linen_vars, {"Dense_0/kernel": js.he_normal(), "out/kernel": js.he_normal()}
     )
     # A leaf's draw depends on the key and its path only, not on the other rules.
@@ -161,7 +179,7 @@ def test_deterministic_per_path_jittable_one_trace(linen_vars):
 
 def test_dtype_is_kept():
     params = {"kernel": jnp.zeros((64, 64), jnp.bfloat16), "bias": jnp.zeros(64, jnp.float16)}
-    new = js.reinit(jax.random.key(8), params, {"kernel": js.he_normal(), "bias": js.normal(1.0)})
+    new = _reinit(jax.random.key(8), params, {"kernel": js.he_normal(), "bias": js.normal(1.0)})
     assert new["kernel"].dtype == jnp.bfloat16 and new["bias"].dtype == jnp.float16
     assert_var(new["kernel"].astype(jnp.float32), 2.0 / 64)
 
