@@ -34,10 +34,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxstab import layouts
+from jaxstab import _checks, layouts
 from jaxstab._typing import Array
 
 NONFINITE_MODES = ("zero", "propagate")
@@ -58,32 +57,12 @@ def _threshold(name: str, value: Any, *, allow_inf: bool) -> tuple[Any, Array | 
 
     A traced value is checked on every step: ``valid`` is a traced bool.
     """
-    what = "a positive number or inf" if allow_inf else "a positive finite number"
-    if isinstance(value, jax.core.Tracer):
-        if value.ndim != 0:
-            raise ValueError(f"{name} must be a scalar, got a traced array of shape {value.shape}")
-        if not jnp.issubdtype(value.dtype, jnp.floating) and not jnp.issubdtype(
-            value.dtype, jnp.integer
-        ):
-            raise TypeError(f"{name} must be {what}, got a traced {value.dtype} value")
-        value = value.astype(jnp.result_type(value, jnp.float32))
-        valid = value > 0  # False for NaN
-        return value, (valid if allow_inf else valid & jnp.isfinite(value))
-    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        if np.ndim(value) != 0:
-            raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}")
-        if not (
-            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
-        ):
-            raise TypeError(f"{name} must be {what}, got {value!r}")
-        number = float(np.asarray(value))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    if not number > 0 or (number == math.inf and not allow_inf):  # catches NaN too
-        raise ValueError(f"{name} must be {what}, got {number!r}")
-    return number, None
+    value = _checks.positive_number(name, value, allow_inf=allow_inf, allow_traced=True)
+    if not _checks.is_traced(value):
+        return value, None
+    value = value.astype(jnp.result_type(value, jnp.float32))
+    valid = value > 0  # False for NaN
+    return value, (valid if allow_inf else valid & jnp.isfinite(value))
 
 
 def _check_nonfinite(nonfinite: str) -> None:
@@ -171,8 +150,8 @@ def clip_by_global_norm(
       An ``optax.GradientTransformation`` with :class:`ClipState`.
 
     Raises:
-      ValueError: for a concrete threshold <= 0, NaN or -inf, or not a scalar.
-      TypeError: for a threshold that is not a number.
+      ValueError: for a concrete threshold <= 0, NaN or -inf, or not a real
+        scalar (see ``jaxstab._checks``).
 
     References:
       Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent

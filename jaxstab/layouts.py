@@ -142,7 +142,7 @@ class Layout:
         """
         ndim = len(shape)
         where = f" {path!r}" if path else ""
-        resolved = {}
+        resolved: dict[str, tuple[int, ...]] = {}
         for field in ("in_axes", "out_axes", "stack_axes"):
             axes = getattr(self, field)
             for a in axes:
@@ -159,7 +159,7 @@ class Layout:
                 f"in_axes={resolved['in_axes']}, out_axes={resolved['out_axes']}, "
                 f"stack_axes={resolved['stack_axes']}"
             )
-        return dataclasses.replace(self, **resolved)
+        return Layout(self.kind, resolved["in_axes"], resolved["out_axes"], resolved["stack_axes"])
 
     def layer_axes(self, ndim: int) -> tuple[int, ...]:
         """The axes of one layer: every axis but the stack axes (resolved layouts)."""

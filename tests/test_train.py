@@ -72,7 +72,33 @@ def test_one_trace_and_aux_metrics():
     )
     params = js.init_mlp(jax.random.key(3), SIZES)
     opt_state = optax.adam(1e-2).init(params)
+    x, y = _data()
     for _ in range(3):
-        params, opt_state, metrics = step(params, opt_state, _data())
+        before = params
+        params, opt_state, metrics = step(params, opt_state, (x, y))
     assert set(metrics) == {"loss", "grad_norm", "acc"}
-    assert 0.0 <= float(metrics["acc"]) <= 1.0
+    # aux is computed at the parameters the step started from
+    logits = np.asarray(js.apply_mlp(before, x, "relu"))
+    assert float(metrics["acc"]) == np.mean(np.argmax(logits, -1) == np.asarray(y))
+
+
+def _bits(tree):
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+def test_skip_nonfinite_step_changes_nothing_but_the_counts():
+    opt = js.skip_nonfinite(optax.chain(js.clip_by_global_norm(1.0), optax.adam(1e-2)))
+    step = jax.jit(chex.assert_max_traces(js.make_train_step(_loss, opt), n=1))
+    x, y = _data()
+    params = js.init_mlp(jax.random.key(4), SIZES)
+    params, opt_state, metrics = step(params, opt.init(params), (x, y))
+    assert set(metrics) == {"loss", "grad_norm", "clipped", "skipped"}
+    assert not bool(metrics["skipped"])
+    bad = (x.at[0, 0].set(jnp.nan), y)  # one NaN input: NaN loss and gradient
+    new_params, new_state, metrics = step(params, opt_state, bad)
+    assert bool(metrics["skipped"]) and np.isnan(float(metrics["grad_norm"]))
+    assert _bits(new_params) == _bits(params)
+    assert _bits(new_state.inner_state[1]) == _bits(opt_state.inner_state[1])  # Adam
+    assert int(new_state.inner_state[1][0].count) == 1
+    assert int(js.find_clip_state(new_state).num_nonfinite) == 1
+    assert int(new_state.num_skipped) == 1
