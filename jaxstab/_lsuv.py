@@ -1,12 +1,10 @@
-"""Layer-sequential unit-variance (LSUV) initialization as a pure function."""
+"""Layer-sequential unit-variance (LSUV) initialization of jaxstab's MLP."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-from jax import lax
-
+from jaxstab import probe
 from jaxstab._activations import get_activation
-from jaxstab._mlp import scan_group
+from jaxstab._mlp import apply_mlp
 from jaxstab._typing import ActivationLike, Array, ArrayLike, Params
 
 
@@ -26,7 +24,9 @@ def lsuv(
     the rescaled layer's output. Pure and jittable (each layer's loop is a
     ``lax.while_loop`` inside the scan over its group); the output layer is left
     as it is. The orthogonal start of the paper is the caller's choice:
-    ``init_mlp(key, sizes, weight_init=jaxstab.orthogonal())``.
+    ``init_mlp(key, sizes, weight_init=jaxstab.orthogonal())``. This is
+    :func:`jaxstab.probe.lsuv` (LSUV of any model) on ``apply_mlp``, with the
+    hidden weights as its layers.
 
     Args:
       params: MLP parameters from :func:`jaxstab.init_mlp`.
@@ -41,31 +41,10 @@ def lsuv(
     References:
       Mishkin & Matas 2016, "All you need is a good init", arXiv 1511.06422.
     """
-    if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive int, got {max_iters!r}")
     phi = get_activation(activation)
 
-    def layer(h: Array, p: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-        def variance(w: Array) -> Array:
-            return jnp.var(h @ w + p["b"][None, :])
+    def apply(p: Params, x: Array) -> Array:
+        return apply_mlp(p, x, phi)
 
-        def cond(state: tuple[Array, Array, Array]) -> Array:
-            _, var, i = state
-            return (jnp.abs(var - 1.0) >= tol) & (i < max_iters)
-
-        def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-            w, var, i = state
-            w = w / jnp.sqrt(var).astype(w.dtype)
-            return w, variance(w), i + 1
-
-        w, _, _ = lax.while_loop(cond, body, (p["w"], variance(p["w"]), jnp.zeros([], jnp.int32)))
-        return phi(h @ w + p["b"][None, :]), {"w": w, "b": p["b"]}
-
-    h = jnp.asarray(x)
-    hidden = []
-    for group in params["hidden"]:
-        h, new_group = scan_group(layer, h, group, group)
-        hidden.append(new_group)
-    return {"hidden": hidden, "output": params["output"]}
+    hidden = [f"hidden/{g}/w" for g in range(len(params["hidden"]))]
+    return probe.lsuv(apply, params, x, layers=hidden, tol=tol, max_iters=max_iters)

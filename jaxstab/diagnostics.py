@@ -1,4 +1,4 @@
-"""Per-layer signal-propagation diagnostics of an MLP, pure and jittable.
+"""Per-layer signal-propagation diagnostics of jaxstab's MLP, pure and jittable.
 
 Each result is a NamedTuple of arrays with a leading layer axis, ordered from
 the input to the output, so ``jax.vmap`` over seeds gives per-seed curves::
@@ -6,27 +6,27 @@ the input to the output, so ``jax.vmap`` over seeds gives per-seed curves::
     stats = jax.vmap(lambda p: forward_stats(p, x, "tanh"))(params_per_seed)
     stats.second_moment  # [seeds, layers]
 
-The statistics are computed inside the same ``lax.scan`` as the forward pass
-(:func:`jaxstab._mlp.scan_hidden`), so no ``[layers, batch, width]`` tensor is
-stored for them.
+These are :mod:`jaxstab.probe`'s statistics of ``apply_mlp``, restricted to the
+hidden layers: the same code measures any model. The statistics are computed
+inside the same ``lax.scan`` as the forward pass, so no ``[layers, batch,
+width]`` tensor is stored for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxstab import probe
 from jaxstab._activations import get_activation
 from jaxstab._losses import softmax_cross_entropy
-from jaxstab._mlp import apply_mlp, scan_hidden
+from jaxstab._mlp import apply_mlp
 from jaxstab._typing import ActivationLike, Array, ArrayLike, Params
-
-SATURATION_THRESHOLD = 1e-2
-"""Default |phi'(z)| below which a unit counts as saturated: tanh at |z| > 3.0,
-sigmoid at |z| > 4.6; for ReLU a saturated unit is a dead one."""
+from jaxstab.probe import SATURATION_THRESHOLD
 
 __all__ = [
     "SATURATION_THRESHOLD",
@@ -70,35 +70,34 @@ def derivative(activation: ActivationLike) -> Callable[[Array], Array]:
     return dphi
 
 
-def _concat(per_group: list[Array]) -> Array:
-    return jnp.concatenate(per_group, axis=0) if per_group else jnp.zeros((0,))
+def _model(activation: ActivationLike) -> Callable[[Params, Array], Array]:
+    phi = get_activation(activation)
+    return lambda params, x: apply_mlp(params, x, phi)
 
 
-def _forward_collector(
-    activation: ActivationLike, saturation_threshold: float
-) -> Callable[[Array, Array], ForwardStats]:
-    """``collect(z, h)`` for :func:`jaxstab._mlp.scan_hidden`: one layer's ForwardStats."""
-    dphi = derivative(activation)
-
-    def collect(z: Array, h: Array) -> ForwardStats:
-        mean = jnp.mean(z)
-        second = jnp.mean(jnp.square(z))
-        dead = jnp.all(h == 0, axis=0)
-        saturated = jnp.all(jnp.abs(dphi(z)) < saturation_threshold, axis=0)
-        return ForwardStats(
-            second_moment=second,
-            mean=mean,
-            variance=jnp.mean(jnp.square(z - mean)),
-            activation_second_moment=jnp.mean(jnp.square(h)),
-            dead_fraction=jnp.mean(dead.astype(jnp.float32)),
-            saturated_fraction=jnp.mean(saturated.astype(jnp.float32)),
-        )
-
-    return collect
+def _mean_loss(logits: Array, labels: Array) -> Array:
+    return jnp.mean(softmax_cross_entropy(logits, labels))
 
 
-def _join_forward(per_group: list[ForwardStats]) -> ForwardStats:
-    return ForwardStats(*(_concat([g[i] for g in per_group]) for i in range(6)))
+def _hidden(names: tuple[str, ...]) -> np.ndarray:
+    """The hidden layers' entries (``hidden/g/w[i]``); the output layer is ``output/w``."""
+    return np.asarray([i for i, n in enumerate(names) if n.startswith("hidden/")], dtype=np.int32)
+
+
+def _forward(stats: probe.Forward) -> ForwardStats:
+    idx = _hidden(stats.names)
+    return ForwardStats(*(getattr(stats, f)[..., idx] for f in ForwardStats._fields))
+
+
+def _backward(stats: probe.Backward, batch: int) -> BackwardStats:
+    idx = _hidden(stats.names)
+    # dL/dz of the batch mean is (1/batch) dl_i/dz_i: rescale to per-example signals.
+    return BackwardStats(
+        grad_norm=stats.weight_grad_norm[..., idx],
+        bias_grad_norm=stats.bias_grad_norm[..., idx],
+        signal_second_moment=batch**2 * stats.grad_second_moment[..., idx],
+        output_grad_norm=stats.weight_grad_norm[..., stats.names.index("output/w")],
+    )
 
 
 def forward_stats(
@@ -123,44 +122,10 @@ def forward_stats(
     References:
       Glorot & Bengio 2010 (saturation); Lu et al. 2019, arXiv 1903.06733 (dead units).
     """
-    phi = get_activation(activation)
-    collect = _forward_collector(phi, saturation_threshold)
-    _, per_group = scan_hidden(params, jnp.asarray(x), phi, collect=collect)
-    return _join_forward(per_group)
-
-
-def _backward(
-    params: Params,
-    x: Array,
-    labels: ArrayLike,
-    activation: ActivationLike,
-    collect: Callable[[Array, Array], Any] | None,
-) -> tuple[BackwardStats, list[Any]]:
-    """One backward pass: the BackwardStats and, per group, what ``collect`` gathered."""
-    batch = x.shape[0]
-    offsets = [
-        jnp.zeros((g["w"].shape[0], batch, g["w"].shape[-1]), x.dtype) for g in params["hidden"]
-    ]
-
-    def loss(params: Params, offsets: list[Array]) -> tuple[Array, list[Any]]:
-        h, collected = scan_hidden(params, x, activation, collect=collect, offsets=offsets)
-        logits = h @ params["output"]["w"] + params["output"]["b"][None, :]
-        return jnp.mean(softmax_cross_entropy(logits, labels)), collected
-
-    (g_params, g_offsets), collected = jax.grad(loss, argnums=(0, 1), has_aux=True)(params, offsets)
-    # dL/dz of the batch mean is (1/batch) dl_i/dz_i: rescale to per-example signals.
-    signal = _concat([jnp.mean(jnp.square(batch * g), axis=(1, 2)) for g in g_offsets])
-
-    def layer_norms(a: Array) -> Array:
-        return jnp.sqrt(jnp.sum(jnp.square(a), axis=tuple(range(1, a.ndim))))
-
-    stats = BackwardStats(
-        grad_norm=_concat([layer_norms(g["w"]) for g in g_params["hidden"]]),
-        bias_grad_norm=_concat([layer_norms(g["b"]) for g in g_params["hidden"]]),
-        signal_second_moment=signal,
-        output_grad_norm=jnp.linalg.norm(g_params["output"]["w"]),
+    stats = probe.forward(
+        _model(activation), params, jnp.asarray(x), saturation_threshold=saturation_threshold
     )
-    return stats, collected
+    return _forward(stats)
 
 
 def backward_stats(
@@ -172,8 +137,8 @@ def backward_stats(
     """Measures every hidden layer's gradient and back-propagated signal.
 
     One backward pass of the batch-mean cross-entropy gives both the weight
-    gradients and ``dL/dz^l``, the latter as the gradient with respect to zero
-    offsets added to each pre-activation.
+    gradients and ``dL/dz^l``, the latter read by :func:`jaxstab.probe.layer_stats`'s
+    identity taps on each pre-activation.
 
     Args:
       params: MLP parameters.
@@ -189,7 +154,7 @@ def backward_stats(
     References:
       Schoenholz et al. 2017, "Deep Information Propagation", arXiv 1611.01232.
     """
-    return _backward(params, jnp.asarray(x), labels, activation, None)[0]
+    return layer_stats(params, x, labels, activation)[1]
 
 
 def layer_stats(
@@ -216,10 +181,15 @@ def layer_stats(
     Returns:
       ``(ForwardStats, BackwardStats)``, equal to the two functions' results.
     """
-    phi = get_activation(activation)
-    collect = _forward_collector(phi, saturation_threshold)
-    backward, per_group = _backward(params, jnp.asarray(x), labels, phi, collect)
-    return _join_forward(per_group), backward
+    x = jnp.asarray(x)
+    fwd, bwd = probe.layer_stats(
+        _model(activation),
+        params,
+        (x, labels),
+        loss=_mean_loss,
+        saturation_threshold=saturation_threshold,
+    )
+    return _forward(fwd), _backward(bwd, x.shape[0])
 
 
 def jacobian_singular_values(
@@ -243,13 +213,7 @@ def jacobian_singular_values(
       Pennington, Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep
       learning through dynamical isometry", arXiv 1711.04735.
     """
-    x = jnp.asarray(x)
     if not params["hidden"]:
         raise ValueError("jacobian_singular_values needs at least one hidden layer")
-
-    def last_preactivation(x_i: Array) -> Array:
-        _, pre = apply_mlp(params, x_i[None, :], activation, capture=True)
-        return pre[-1][0]
-
-    jac = jax.vmap(jax.jacfwd(last_preactivation))(x)
-    return jnp.linalg.svd(jac, compute_uv=False)
+    # Entry -2: the last hidden layer's z (the output layer is the last entry).
+    return probe.jacobian_singular_values(_model(activation), params, x, at=-2)
