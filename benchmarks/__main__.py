@@ -1,14 +1,17 @@
 """``python -m benchmarks``: runs the sections and writes the Markdown report.
 
 Options: ``--tiny`` (smoke-test sizes), ``--out PATH`` (default BENCHMARKS.md
-at the repository root), ``--only SECTION,...``, ``--repeats N``,
+at the repository root), ``--only SECTION,...`` (default: every section but
+``sweep``, which ``time_to_result`` supersedes), ``--repeats N``,
 ``--cpu-devices N`` (default: one JAX CPU device per usable core, as
-``jaxstab sweep`` does).
+``jaxstab sweep`` does), ``--json PATH`` (the raw measurements).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import pathlib
 import sys
@@ -19,12 +22,14 @@ from collections.abc import Callable, Sequence
 import jaxstab as js
 from benchmarks import (
     compile_time,
+    dispatch,
     gpu,
     memory,
     report,
     settings,
     sweep_time,
     throughput,
+    time_to_result,
     utilization,
 )
 from benchmarks.report import Section
@@ -36,9 +41,12 @@ SECTIONS: dict[str, Callable[[settings.Settings], Section]] = {
     "throughput": throughput.run,
     "utilization": utilization.run,
     "memory": memory.run,
+    "time_to_result": time_to_result.run,
+    "dispatch": dispatch.run,
     "sweep": sweep_time.run,
     "gpu": gpu.run,
 }
+DEFAULT_SECTIONS = [key for key in SECTIONS if key != "sweep"]
 
 HOW_TO_RUN = """\
 ## How to run
@@ -96,10 +104,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=_section_list,
-        default=list(SECTIONS),
+        default=DEFAULT_SECTIONS,
         metavar="SECTION,...",
-        help=f"sections to run, of: {', '.join(SECTIONS)} (default: all)",
+        help=f"sections to run, of: {', '.join(SECTIONS)} (default: all but sweep)",
     )
+    parser.add_argument("--json", default=None, help="also write the raw measurements here")
     parser.add_argument("--quiet", action="store_true", help="no per-measurement log")
     parser.add_argument(
         "--cpu-devices",
@@ -158,6 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report.write_atomic(args.out, text)
     print(f"[benchmarks] wrote {args.out}", flush=True)
+    if args.json:
+        raw = {
+            s.key: {"data": s.data, "goals": [dataclasses.asdict(g) for g in s.goals]}
+            for s in sections
+        }
+        report.write_atomic(args.json, json.dumps(raw, indent=1, default=str))
     return 1 if crashed else 0
 
 

@@ -171,18 +171,34 @@ def eval_data(data: Dataset, diag: int = DIAGNOSTIC_BATCH) -> dict[str, Array]:
     }
 
 
-def hand_engine_run(*, lr: float, clip: float, steps: int, batch: int) -> Callable[..., Any]:
-    """The engine's whole job, by hand: measure, train, measure.
+def hand_engine_run(
+    *, lr: float, clip: float, steps: int, batch: int, eval_every: int | None = None
+) -> Callable[..., Any]:
+    """The engine's whole job, by hand: measure, train (evaluating), measure.
 
-    ``run(params, key, x, y, data) -> (losses [steps], measurements at init, at the end)``.
+    ``run(params, key, x, y, data) -> (losses [steps], evaluations, measurements
+    at init, statistics at the end)``: the per-layer statistics of :func:`hand_measurements`
+    at init and at the end, and its three losses and accuracy every
+    ``eval_every`` steps (default ``steps``: at the end only), as the engine's
+    ``evaluate`` runs. Training is a scan over chunks of ``eval_every`` steps.
     """
     prepare, step = hand_trainer(lr=lr, clip=clip)
+    every = steps if eval_every is None else eval_every
+    if steps % every:
+        raise ValueError(f"eval_every={every} must divide steps={steps}")
 
     def run(params: Any, key: Array, x: Array, y: Array, data: dict[str, Array]) -> Any:
         layers = prepare(params)
         before = hand_measurements(layers, data)
-        layers, losses = train(step, layers, key, x, y, steps=steps, batch=batch)
-        return losses, before, hand_measurements(layers, data)
+
+        def chunk(layers: Any, start: Array) -> tuple[Any, Any]:
+            k = jax.random.fold_in(key, start)
+            layers, losses = train(step, layers, k, x, y, steps=every, batch=batch)
+            return layers, (losses, hand_measurements(layers, data)[:3])
+
+        layers, (losses, evals) = lax.scan(chunk, layers, jnp.arange(0, steps, every))
+        # The end's losses are the last chunk's evaluation: only the statistics are new.
+        return losses.reshape(-1), evals, before, hand_measurements(layers, data)[3:]
 
     return run
 

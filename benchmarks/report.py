@@ -14,6 +14,7 @@ import platform
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 
@@ -73,6 +74,7 @@ class Section:
       goals: targets checked in this section.
       notes: Markdown paragraphs below the table (findings, caveats).
       seconds: wall-clock seconds the section took.
+      data: the raw measurements, as plain data (``python -m benchmarks --json``).
     """
 
     key: str
@@ -83,6 +85,7 @@ class Section:
     goals: list[Goal] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

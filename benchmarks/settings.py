@@ -34,6 +34,9 @@ class Settings:
       memory_width: its hidden width.
       sweep_args: arguments of the timed ``jaxstab sweep`` (empty: ``make run``'s defaults).
       sweep_repeats: rounds of the sweep section (each run takes minutes at full size).
+      time_to_result_repeats: rounds of the time-to-result section (every
+        process once per round; a round takes about 12 minutes at full size).
+      dispatch_repeats: rounds of the dispatch section (four processes a round).
     """
 
     tiny: bool = False
@@ -56,13 +59,21 @@ class Settings:
     memory_width: int = 512
     sweep_args: tuple[str, ...] = ()
     sweep_repeats: int = 1
+    time_to_result_repeats: int = 3
+    dispatch_repeats: int = 3
 
 
 def full(repeats: int | None = None) -> Settings:
     """The sizes of the issue: what BENCHMARKS.md reports."""
     if repeats is None:
         return Settings()
-    return Settings(repeats=repeats, throughput_repeats=repeats, sweep_repeats=repeats)
+    return Settings(
+        repeats=repeats,
+        throughput_repeats=repeats,
+        sweep_repeats=repeats,
+        time_to_result_repeats=repeats,
+        dispatch_repeats=repeats,
+    )
 
 
 def tiny(repeats: int | None = None) -> Settings:
@@ -71,6 +82,8 @@ def tiny(repeats: int | None = None) -> Settings:
         tiny=True,
         repeats=2 if repeats is None else repeats,
         throughput_repeats=2 if repeats is None else repeats,
+        time_to_result_repeats=1 if repeats is None else repeats,
+        dispatch_repeats=1 if repeats is None else repeats,
         compile_depths=(2, 8),
         compile_width=32,
         depth=2,
