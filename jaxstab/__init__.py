@@ -8,6 +8,7 @@ diagnostics and mean-field theory.
 from jaxstab import devices as devices
 from jaxstab import diagnostics as diagnostics
 from jaxstab import layouts as layouts
+from jaxstab import probe as probe
 from jaxstab import theory as theory
 from jaxstab._activations import ACTIVATIONS as ACTIVATIONS
 from jaxstab._activations import Activation as Activation
@@ -76,6 +77,7 @@ __all__ = [
     "compute_fans",
     "devices",
     "diagnostics",
+    "probe",
     "constant",
     "critical",
     "find_clip_state",

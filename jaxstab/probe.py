@@ -76,7 +76,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
 
-from jaxstab import theory
+from jaxstab import _checks, theory
 from jaxstab._activations import get_activation
 from jaxstab._typing import ActivationLike, Array, ArrayLike, Params
 
@@ -1253,15 +1253,7 @@ def _names(descs: list[_Desc], paths: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _check_threshold(saturation_threshold: Any) -> float:
-    if (
-        isinstance(saturation_threshold, bool)
-        or not isinstance(saturation_threshold, (int, float))
-        or not 0 < saturation_threshold < math.inf
-    ):
-        raise ValueError(
-            f"saturation_threshold must be a positive finite number, got {saturation_threshold!r}"
-        )
-    return float(saturation_threshold)
+    return float(_checks.positive_number("saturation_threshold", saturation_threshold))
 
 
 def forward(
@@ -1435,11 +1427,7 @@ def jacobian_singular_values(
       learning through dynamical isometry", arXiv 1711.04735.
     """
     x = jnp.asarray(x)
-    if isinstance(batch_axis, bool) or not isinstance(batch_axis, int):
-        raise TypeError(f"batch_axis must be an int, got {batch_axis!r}")
-    if not -x.ndim <= batch_axis < max(x.ndim, 1) or x.ndim == 0:
-        raise ValueError(f"batch_axis {batch_axis} is out of range for x of shape {x.shape}")
-    axis = batch_axis % x.ndim
+    (axis,) = _checks.axes("batch_axis", batch_axis, x.ndim, shape=x.shape)
     one = jnp.expand_dims(jnp.take(x, 0, axis=axis), axis)
     prog = _make_program(apply, params, one)
     param_leaves = jax.tree.leaves(params)
@@ -1515,10 +1503,8 @@ def lsuv(
     References:
       Mishkin & Matas 2016, "All you need is a good init", arXiv 1511.06422.
     """
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive int, got {max_iters!r}")
+    tol = _checks.probability("tol", tol, lo_open=True, hi_open=True)
+    max_iters = _checks.positive_int("max_iters", max_iters)
     prog = _make_program(apply, params, x)
     layer_descs = [(i, d) for i, d in enumerate(prog.descs) if d.entry.kind in _LAYERS]
     by_path: dict[str, list[int]] = collections.defaultdict(list)

@@ -247,8 +247,8 @@ class NnxMLP(nnx.Module):
 def test_nnx_mlp_with_layernorm_equals_hand_forward():
     graphdef, state = nnx.split(NnxMLP(nnx.Rngs(0)))
     # A non-trivial scale and shift, so the norm entry's output is not unit variance.
-    state["ln"]["scale"].value = 1.0 + 0.5 * jax.random.normal(jax.random.key(6), (16,))
-    state["ln"]["bias"].value = 0.2 * jax.random.normal(jax.random.key(7), (16,))
+    state["ln"]["scale"][...] = 1.0 + 0.5 * jax.random.normal(jax.random.key(6), (16,))
+    state["ln"]["bias"][...] = 0.2 * jax.random.normal(jax.random.key(7), (16,))
     x = jax.random.normal(jax.random.key(8), (20, 5))
 
     def apply(s, x):
@@ -624,7 +624,7 @@ def test_errors_name_the_bad_value():
     apply = lambda p, x: jnp.tanh(x @ p["w"])
     with pytest.raises(ValueError, match=r"unknown layer path\(s\) \['v'\].*\['w'\]"):
         probe.lsuv(apply, params, x, layers=["v"])
-    with pytest.raises(ValueError, match="batch_axis 2 is out of range for x of shape"):
+    with pytest.raises(ValueError, match=r"batch_axis=2 is out of range for shape \(2, 3\)"):
         probe.jacobian_singular_values(apply, params, x, batch_axis=2)
     with pytest.raises(ValueError, match="unknown entry 'v'.*'w'"):
         probe.jacobian_singular_values(apply, params, x, at="v")
@@ -636,7 +636,7 @@ def test_errors_name_the_bad_value():
         probe.forward(params, params, x)
     with pytest.raises(ValueError, match="saturation_threshold must be a positive finite"):
         probe.forward(apply, params, x, saturation_threshold=-1.0)
-    with pytest.raises(ValueError, match="tol must be in"):
+    with pytest.raises(ValueError, match=r"tol must be a finite number in \(0, 1\), got 1.5"):
         probe.lsuv(apply, params, x, tol=1.5)
     tied = lambda p, x: jnp.tanh(jnp.tanh(x @ p["w"]) @ p["w"])
     with pytest.raises(ValueError, match="shares its weight"):
