@@ -407,7 +407,7 @@ def _data_arrays(data: Dataset) -> tuple[tuple[np.ndarray, np.ndarray], dict[str
 def config_runs(config: Config, sizes: Sequence[int]) -> dict[str, np.ndarray]:
     """The engine's runs pytree of one config: its traced settings for each of its seeds."""
     seeds = range(config.first_seed, config.first_seed + config.seeds)
-    point = {
+    point: dict[str, list[Any]] = {
         "lr": [config.lr],
         "clip": [math.inf if config.clip is None else config.clip],
         "weight_decay": [config.weight_decay],

@@ -62,7 +62,7 @@ def grid(seeds: int | Sequence[int], **axes: Sequence[Any]) -> dict[str, np.ndar
             raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
         seed_list = list(range(int(seeds)))
     else:
-        seed_list = [int(s) for s in seeds]
+        seed_list = [int(s) for s in seeds]  # type: ignore[union-attr]
         if not seed_list or len(set(seed_list)) != len(seed_list):
             raise ValueError(f"seeds must be distinct seed indices, got {seeds!r}")
     if "seed" in axes:

@@ -305,10 +305,12 @@ def train(
     if steps % eval_every:
         raise ValueError(f"eval_every={eval_every} must divide steps={steps}")
     block_size = _positive_int("block_size", block_size)
-    for name, fn in (("init", init), ("loss", loss), ("optimizer", optimizer)):
+    required: dict[str, Any] = {"init": init, "loss": loss, "optimizer": optimizer}
+    for name, fn in required.items():
         if not callable(fn):
             raise TypeError(f"{name} must be callable, got {fn!r}")
-    for name, fn in (("evaluate", evaluate), ("inspect", inspect)):
+    optional: dict[str, Any] = {"evaluate": evaluate, "inspect": inspect}
+    for name, fn in optional.items():
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {fn!r}")
     if devices is not None:
