@@ -124,11 +124,13 @@ def number(
         return value
     if isinstance(value, (bool, np.bool_)):
         raise fail()
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, float)):
         scalar = value
-    elif isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:
-        if not _is_real_dtype(value.dtype):
-            raise fail()
+    elif (
+        isinstance(value, (np.generic, np.ndarray, jax.Array))
+        and np.ndim(value) == 0
+        and _is_real_dtype(value.dtype)
+    ):  # numpy scalars (bfloat16 ones too) and concrete 0-d arrays
         scalar = value.item()
     else:
         raise fail()

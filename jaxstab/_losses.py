@@ -12,15 +12,20 @@ cross-entropy 0, and all three a zero gradient. Nothing is NaN unless a logit is
 Integer labels out of range. Concrete labels (outside ``jit``/``vmap``/``grad``
 tracing, or closed over as constants) are checked when the loss is called: a label
 outside ``[0, num_classes)`` raises ``ValueError`` naming it. Traced labels cannot be
-checked by Python; there such a row's loss is NaN (never another class's loss, as a
-wrapped-around ``-1`` would give), so the mean loss is NaN and the step is visibly
-broken, and the check is a ``checkify`` check: run the loss (or the whole training
-step) under ``jax.experimental.checkify.checkify(f, errors=checkify.user_checks)`` to
-get an error naming the labels instead.
+checked by Python; there such a row's loss *and* its gradient are NaN (never another
+class's loss, as a wrapped-around ``-1`` would give, and never a silently dropped
+row), so the mean loss and the update are non-finite and the step is visibly broken
+(:func:`jaxstab.clip_by_global_norm` counts it as a non-finite step). The check is
+also a ``checkify`` check: run the loss (or the whole training step) under
+``jax.experimental.checkify.checkify(f, errors=checkify.user_checks)`` to get an
+error naming the labels instead.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -125,6 +130,25 @@ def softmax(
     return exp / total
 
 
+@jax.custom_jvp
+def _nan_unless(x: Array, ok: Array) -> Array:
+    """``x`` where ``ok``, NaN elsewhere, with a NaN derivative there too.
+
+    Plain ``where(ok, x, nan)`` would give the rejected entries a zero gradient, so
+    a batch with an invalid label would train on as if the row were absent. Here
+    its gradient is NaN (that row's only), so the step is non-finite, as its loss.
+    """
+    return jnp.where(ok, x, jnp.nan)
+
+
+@_nan_unless.defjvp
+def _nan_unless_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Any]) -> tuple:
+    x, ok = primals
+    dx, _ = tangents
+    # Linear in dx (a product with a constant), so reverse mode transposes it.
+    return _nan_unless(x, ok), dx * jnp.where(ok, 1.0, jnp.nan).astype(dx.dtype)
+
+
 def _check_concrete_labels(labels: Array, num_classes: int) -> None:
     values = np.asarray(labels)
     bad = (values < 0) | (values >= num_classes)
@@ -158,7 +182,8 @@ def softmax_cross_entropy(
 
     Returns:
       Losses of shape ``logits.shape[:-1]``. Under tracing, a row whose integer
-      label is out of range is NaN; see the module doc for ``checkify``.
+      label is out of range is NaN, with a NaN gradient; see the module doc for
+      ``checkify``.
 
     Raises:
       ValueError: if the label shape fits neither form, or a concrete integer
@@ -192,8 +217,9 @@ def softmax_cross_entropy(
         safe = jnp.where(in_range, labels, 0)
         nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
         nll = jnp.where(ignored, 0.0, nll)
-        # A traced out-of-range label is NaN, never another class's loss.
-        return jnp.where(in_range, nll, jnp.nan)
+        # A traced out-of-range label is NaN, loss and gradient, never another
+        # class's loss.
+        return _nan_unless(nll, in_range)
     if labels.shape == logits.shape:
         # 0 * -inf would be NaN at masked classes: drop the terms whose label is 0.
         safe_logp = jnp.where(labels == 0, 0.0, logp)

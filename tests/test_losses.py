@@ -1,5 +1,7 @@
 """Softmax and cross-entropy: exact at extreme logits, masked classes, gradients."""
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,9 +132,16 @@ def test_traced_out_of_range_label_is_nan_and_checkify_reports_it():
     out = np.asarray(loss_fn(logits, labels))
     np.testing.assert_allclose(out[0], np.log(4), rtol=1e-6)
     assert np.isnan(out[1:]).all()
-    # The gradient of the mean stays finite on the valid row; the loss shows the NaN.
+    # The bad rows' gradients are NaN too (not zero, which would silently drop the
+    # rows), even under nanmean; the valid row's is softmax - onehot.
     g = jax.grad(lambda z: jnp.nanmean(loss_fn(z, labels)))(logits)
     np.testing.assert_allclose(g[0], np.full(4, 0.25) - np.eye(4)[1], rtol=1e-6)
+    assert np.isnan(g[1:]).all()
+    # vmapped over a batch axis and forward-mode alike.
+    per_row = jax.vmap(jax.grad(lambda z, y: loss_fn(z[None], y[None])[0]))(logits, labels)
+    np.testing.assert_array_equal(np.isnan(per_row).all(-1), [False, True, True])
+    _, tangent = jax.jvp(lambda z: loss_fn(z, labels), (logits,), (jnp.ones_like(logits),))
+    np.testing.assert_array_equal(np.isnan(tangent), [False, True, True])
     # Under checkify the same call is an error naming the labels.
     err, _ = checkify.checkify(loss_fn, errors=checkify.user_checks)(logits, labels)
     assert "integer labels must be in [0, 4), got labels [ 1 -1  4]" in err.get()
@@ -195,3 +204,10 @@ def test_accuracy():
 def test_bad_label_shape():
     with pytest.raises(ValueError, match=r"labels of shape \(3, 2\).*logits of shape \(3, 4\)"):
         js.softmax_cross_entropy(jnp.zeros((3, 4)), jnp.zeros((3, 2)))
+
+
+def test_docstring_examples():
+    import jaxstab._losses
+
+    result = doctest.testmod(jaxstab._losses)
+    assert result.attempted == 2 and result.failed == 0
