@@ -52,21 +52,30 @@ HOW_TO_RUN = """\
 ## How to run
 
 ```sh
-make bench                     # installs the bench extra, runs python -m benchmarks: ~17 min
-                               # on 2 idle cores, 7 of them the sweep section (--only to skip)
+make bench                     # installs the bench extra, runs python -m benchmarks: ~50 min
+                               # on 2 idle cores (estimated): ~10 the in-process sections,
+                               # ~35 time_to_result (3 rounds of ~11 min), ~5 dispatch
+.venv/bin/python -m benchmarks --only time_to_result,dispatch   # the whole-process sections
 .venv/bin/python -m benchmarks --only compile,memory --repeats 3
-.venv/bin/python -m benchmarks --tiny --out /tmp/B.md   # ~2 min of XLA compiles; the tests run it
+.venv/bin/python -m benchmarks --only sweep    # the old `jaxstab sweep` 1 vs 2 devices section
+.venv/bin/python -m benchmarks --tiny --out /tmp/B.md --json /tmp/B.json   # toy sizes; the tests
 ```
 
-Each measurement is logged to stderr as it is taken (`--quiet` turns that off).
+Each measurement is logged to stderr as it is taken (`--quiet` turns that off);
+`--json PATH` also writes every raw sample and goal.
 
 The baselines are the optional `bench` extra (`pip install -e ".[bench]"`:
-equinox and torch); a missing one is reported as "not installed".
+equinox and torch); a missing one is reported as "not installed". The
+time-to-result section runs `jaxstab sweep`, `benchmarks/torch_sweep.py`,
+`benchmarks/compile_job.py` and every `experiments/*.py --quick` as separate
+processes, each with an empty persistent compilation cache of its own (but the
+second sweep, which reuses the first one's); the dispatch section extracts the
+old engine with `git archive 489a176`, so it needs the repository's history.
 
 On a GPU machine (a CUDA build of jax, e.g. `pip install "jax[cuda12]"`, and
 optionally a CUDA build of torch), the same single command runs every section
-on the GPU and writes a separate report; it should take about 5 minutes there
-(an estimate: it has not run on a GPU yet, none was available):
+on the GPU and writes a separate report (an estimate: it has not run on a GPU
+yet, none was available):
 
 ```sh
 python -m benchmarks --out BENCHMARKS_gpu.md

@@ -86,14 +86,14 @@ def main(argv: list[str]) -> None:
     counts: dict[str, int] = {}
     by_name: dict[tuple[str, str], float] = {}
 
-    def on_span(event: str, start: float, end: float, **kwargs: Any) -> None:
+    def on_span(event: str, start_time: float, end_time: float, **kwargs: str | int) -> None:
         if event in PHASES:
             key = (PHASES[event], str(kwargs.get("fun_name", "?")))
             with lock:
-                spans.setdefault(PHASES[event], []).append((start, end))
-                by_name[key] = by_name.get(key, 0.0) + end - start
+                spans.setdefault(PHASES[event], []).append((start_time, end_time))
+                by_name[key] = by_name.get(key, 0.0) + end_time - start_time
 
-    def on_event(event: str, **kwargs: Any) -> None:
+    def on_event(event: str, **kwargs: str | int) -> None:
         if event in COUNTERS:
             with lock:
                 counts[COUNTERS[event]] = counts.get(COUNTERS[event], 0) + 1

@@ -24,6 +24,7 @@ import inspect
 import json
 import sys
 import time
+from typing import Any
 
 T0 = time.perf_counter()
 
@@ -69,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = load_digits()
     has_timings = "timings" in inspect.signature(run_many).parameters
-    out: dict = {"import": time.perf_counter() - T0, "jaxstab": jaxstab.__file__}
+    out: dict[str, Any] = {"import": time.perf_counter() - T0, "jaxstab": jaxstab.__file__}
     for call in ("first", "second"):
-        timings: dict = {}
-        kwargs = {"timings": timings} if has_timings else {}
+        timings: dict[str, float] = {}
+        kwargs: dict[str, Any] = {"timings": timings} if has_timings else {}
         start = time.perf_counter()
         results, _ = run_many([config], data, **kwargs)
         out[call] = time.perf_counter() - start

@@ -7,9 +7,12 @@ it is timed, and its compile time is reported apart. The implementations are
 timed round robin, one call each per round, so the goals' ratios are paired
 per round.
 
-The vmapped programs run once with their seeds axis sharded over every
-device (on a CPU, one device per core: :func:`jaxstab.set_cpu_devices`, which
-``python -m benchmarks`` calls first) and once on one device. The two Python
+The vmapped programs run once on every device (on a CPU, one device per
+core: :func:`jaxstab.set_cpu_devices`, which ``python -m benchmarks`` calls
+first) and once on one device: the hand-written ones with their seeds axis
+sharded, the engine with its fixed-size blocks of runs spread over the devices
+(:mod:`jaxstab.engine`). On one device the engine reuses the executable it
+compiled for that device, so row (b) shows no compile time of its own. The two Python
 loops over seeds run their seeds one after the other, so their throughput does
 not depend on how many seeds they run; they are timed on the first
 ``loop_seeds`` seeds to keep the run short.
@@ -34,7 +37,7 @@ from benchmarks.timing import Stats, interleaved, ratio, summarize
 
 log = logging.getLogger("benchmarks")
 
-ENGINE = "(a) jaxstab engine, experiment.run, runs sharded over all devices"
+ENGINE = "(a) jaxstab engine, experiment.run, blocks of runs spread over all devices"
 ENGINE_1 = "(b) jaxstab engine, experiment.run, one device"
 HAND_JOB = (
     "(c) hand-written JAX, the engine's job (training + evaluations + statistics), all devices"
@@ -188,7 +191,8 @@ def run(settings: Settings) -> Section:
             f"{s.batch} indices with replacement. Throughput = examples x steps x seeds per "
             "second of a whole run, compile excluded; median (min-max) over "
             f"{s.throughput_repeats} rounds, the implementations timed round robin. "
-            f'"All devices" = the {n_devices} devices the seeds are sharded over '
+            f'"All devices" = the {n_devices} devices the seeds are sharded over, or the '
+            "engine's blocks of 8 runs spread over "
             f"({jax.devices()[0].platform}; on a CPU, one per core, set by "
             "`jaxstab.set_cpu_devices`). Besides training, the engine evaluates the loss on "
             "the training set and loss and accuracy on the test set, and takes per-layer "

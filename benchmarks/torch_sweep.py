@@ -412,7 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "y_diag": y_train[:DIAGNOSTIC_BATCH],
     }
     t1 = time.perf_counter()
-    rows, curves, stats = [], {}, {}
+    rows: list[list[Any]] = []
+    curves: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
     for i, point in enumerate(grid(args)):
         out = Config(point, args, data).train(args.seeds_mode)
         curves[f"{i}/train_loss"] = out.pop("train_loss")
