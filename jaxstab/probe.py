@@ -103,9 +103,13 @@ _LAYERS = ("dense", "conv")
 # Results.
 
 
+_META = ("names", "kinds", "chained")  # static fields of the results
+
+
 def _report(cls: type) -> type:
+    """Registers a result dataclass as a pytree: arrays are children, names static."""
     names = [f.name for f in dataclasses.fields(cls)]
-    meta = [n for n in names if n in ("names", "kinds")]
+    meta = [n for n in names if n in _META]
     return jax.tree_util.register_dataclass(
         cls, data_fields=[n for n in names if n not in meta], meta_fields=meta
     )
@@ -155,8 +159,8 @@ class TheoryComparison:
     """Measured and mean-field ``q`` of every dense/conv entry (arrays ``[layers]``)."""
 
     names: tuple[str, ...]  # static: the dense/conv entries' names.
-    kinds: tuple[str, ...]  # static: "chained" where the layer's input is phi(z) of the
-    # layer before (the plain-MLP parts), "from input" where the prediction starts over.
+    chained: tuple[bool, ...]  # static: the layer's input is phi(z) of the layer before
+    # (the plain-MLP parts); False where the prediction starts over from the input.
     measured: Array  # q = mean of z².
     predicted: Array  # the mean-field q (see theory_comparison).
     sigma_w2: Array  # fan_in * mean(W²).
@@ -212,6 +216,25 @@ def _bind(eqn: JaxprEqn, invals: Sequence[Any]) -> list[Any]:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
+# jaxpr variables: their avals are typed loosely by jax.
+
+
+def _literal(v: Any) -> Any:
+    return v.val
+
+
+def _dtype(v: Any) -> Any:
+    return v.aval.dtype
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    return tuple(v.aval.shape)
+
+
+def _size(v: Any) -> int:
+    return math.prod(_shape(v))
+
+
 def _elementwise(eqn: JaxprEqn, data: Sequence[bool]) -> bool:
     """Whether ``eqn`` maps its data operands (``data`` mask) elementwise, shape kept."""
     name = eqn.primitive.name
@@ -222,15 +245,15 @@ def _elementwise(eqn: JaxprEqn, data: Sequence[bool]) -> bool:
         return False
     jaxpr = inner[0]
     live = {v for v, d in zip(jaxpr.invars, data) if d}
-    shapes = {v.aval.shape for v in live}
+    shapes = {_shape(v) for v in live}
     for sub in jaxpr.eqns:
         mask = [isinstance(v, Var) and v in live for v in sub.invars]
         if not any(mask):
             continue
-        outs = [o.aval.shape for o in sub.outvars]
+        outs = [_shape(o) for o in sub.outvars]
         if len(outs) != 1 or outs[0] not in shapes or not _elementwise(sub, mask):
             return False
-        if any(m and v.aval.shape != outs[0] for v, m in zip(sub.invars, mask)):
+        if any(m and _shape(v) != outs[0] for v, m in zip(sub.invars, mask)):
             return False
         live.update(sub.outvars)
     return all(isinstance(v, Var) and v in live for v in jaxpr.outvars)
@@ -294,7 +317,6 @@ class _Entry:
     chain_eqns: tuple[int, ...] = ()  # the eqns computing a from z, in order.
     replay_eqns: tuple[int, ...] = ()  # those and the constants they use.
     replayable: bool = False  # phi has no parameter or outside input: usable by theory.
-    input_link: Any = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -361,7 +383,7 @@ def _param_info(eqn: JaxprEqn, infos: list[_Info]) -> _Info:
     pos, _ = params[0]
     (r,) = refs
     op = eqn.invars[pos]
-    shape = tuple(op.aval.shape)
+    shape = _shape(op)
     if r.state == "other":
         return _Info(_PARAM, refs)
     if name in ("convert_element_type", "copy", "copy_p"):
@@ -385,15 +407,17 @@ def _param_info(eqn: JaxprEqn, infos: list[_Info]) -> _Info:
         else:
             idx = eqn.invars[1:]
             if all(isinstance(v, Literal) for v in idx):
-                start = [int(v.val) for v in idx]
+                start = [int(_literal(v)) for v in idx]
                 limit = [s + n for s, n in zip(start, eqn.params["slice_sizes"])]
                 unit = True
             else:
                 unit = False
-        if unit and limit[0] - start[0] == 1 and all(
-            (s, lim) == (0, n) for s, lim, n in zip(start[1:], limit[1:], shape[1:])
+        if (
+            unit
+            and limit[0] - start[0] == 1
+            and all((s, lim) == (0, n) for s, lim, n in zip(start[1:], limit[1:], shape[1:]))
         ):  # leaf[index][i : i + 1]
-            return _Info(_PARAM, frozenset({_Ref(r.leaf, r.index + (start[0],), "keepdim")}))
+            return _Info(_PARAM, frozenset({_Ref(r.leaf, (*r.index, start[0]), "keepdim")}))
     others_const = all(i.kind == _CONST for p, i in enumerate(infos) if p != pos)
     linear = name in _LINEAR or (
         name in ("mul", "div") and others_const and (name == "mul" or pos == 0)
@@ -409,7 +433,7 @@ def _slice_info(info: _Info, level: _Level) -> _Info:
         refs = set()
         for r in info.refs:
             if r.state == "aligned":
-                refs.add(_Ref(r.leaf, r.index + (level,), "aligned"))
+                refs.add(_Ref(r.leaf, (*r.index, level), "aligned"))
             elif r.state == "keepdim":  # leaf[index][None]: a length-1 scan.
                 refs.add(_Ref(r.leaf, r.index, "aligned"))
             else:
@@ -433,311 +457,344 @@ def _carry_info(info: _Info) -> _Info:
     return _Info(info.kind, info.refs if info.kind == _PARAM else frozenset(), info.units)
 
 
-def _shape(v: Any) -> tuple[int, ...]:
-    return tuple(v.aval.shape)
+class _Analysis:
+    """The entries of one scope (a jaxpr), found in two passes.
 
+    Pass 1 (:meth:`_step`, in program order) follows what each variable derives
+    from (:class:`_Info`) and creates the entries; pass 2 (:meth:`_activation`)
+    finds each entry's activation, which needs every later use of its value.
+    Scan bodies and checkpointed regions are analyzed as scopes of their own.
+    """
 
-def _size(v: Any) -> int:
-    return math.prod(_shape(v))
+    def __init__(
+        self,
+        jaxpr: Jaxpr,
+        consts: list[Any],
+        in_infos: list[_Info],
+        levels: tuple[_Level, ...],
+        ctx: _Ctx,
+    ) -> None:
+        self.jaxpr, self.consts, self.levels, self.ctx = jaxpr, consts, levels, ctx
+        self.eqns = jaxpr.eqns
+        self.info: dict[Var, _Info] = dict.fromkeys(jaxpr.constvars, _CONST_INFO)
+        self.links: dict[Var, Any] = {}
+        for k, (v, inf) in enumerate(zip(jaxpr.invars, in_infos)):
+            self.info[v] = inf
+            self.links[v] = ("invar", k)
+        self.consumers: dict[Var, list[int]] = collections.defaultdict(list)
+        for i, eqn in enumerate(self.eqns):
+            for u in eqn.invars:
+                if isinstance(u, Var):
+                    self.consumers[u].append(i)
+        self.outset = {v for v in jaxpr.outvars if isinstance(v, Var)}
+        self.defined: dict[Var, int] = {}
+        self.chain: dict[Var, int] = {}  # var -> the entry whose elementwise results hold it
+        self.entries: list[_Entry] = []
+        self.pending: dict[Var, _Pending] = {}
+        self.subs: dict[int, _Sub] = {}
 
+    def run(self) -> tuple[_Scope, list[_Info]]:
+        for i, eqn in enumerate(self.eqns):
+            self._step(i, eqn)
+        for p in list(self.pending.values()):
+            self._finalize(p)
+        actions: dict[int, list[tuple[str, _Entry]]] = collections.defaultdict(list)
+        for e in self.entries:
+            self._activation(e)
+            assert e.frontier is not None
+            if e.kind in _LAYERS:
+                actions[e.dot_eqn].append(("dot", e))
+                if e.bias_tap is not None:
+                    actions[e.bias_tap[0]].append(("bias", e))
+            actions[self.defined[e.value]].append(("value", e))
+            actions[self.defined[e.frontier]].append(("frontier", e))
+        keyed = [(self.defined[e.value], 1, ("entry", e.id)) for e in self.entries]
+        keyed += [(j, 0, ("sub", j)) for j in self.subs]
+        order = [key for *_, key in sorted(keyed)]
+        scope = _Scope(
+            self.jaxpr,
+            self.consts,
+            self.entries,
+            order,
+            self.subs,
+            dict(actions),
+            self.links,
+            self.levels,
+        )
+        return scope, [self._get(v) for v in self.jaxpr.outvars]
 
-def _analyze(
-    jaxpr: Jaxpr,
-    consts: list[Any],
-    in_infos: list[_Info],
-    levels: tuple[_Level, ...],
-    ctx: _Ctx,
-) -> tuple[_Scope, list[_Info]]:
-    """Finds the entries of one scope (a jaxpr; scan bodies recursively)."""
-    eqns = jaxpr.eqns
-    info: dict[Var, _Info] = {}
-    links: dict[Var, Any] = {}
-    for v in jaxpr.constvars:
-        info[v] = _CONST_INFO
-    for k, (v, inf) in enumerate(zip(jaxpr.invars, in_infos)):
-        info[v] = inf
-        links[v] = ("invar", k)
-    uses: collections.Counter[Var] = collections.Counter()
-    consumers: dict[Var, list[int]] = collections.defaultdict(list)
-    for i, eqn in enumerate(eqns):
-        for v in eqn.invars:
-            if isinstance(v, Var):
-                uses[v] += 1
-                consumers[v].append(i)
-    outset = {v for v in jaxpr.outvars if isinstance(v, Var)}
-    defined: dict[Var, int] = {}
-    chain: dict[Var, int] = {}
-    entries: list[_Entry] = []
-    pending: dict[Var, _Pending] = {}
-    subs: dict[int, _Sub] = {}
+    def _get(self, v: Any) -> _Info:
+        return _CONST_INFO if isinstance(v, Literal) else self.info[v]
 
-    def get(v: Any) -> _Info:
-        return _CONST_INFO if isinstance(v, Literal) else info[v]
+    def _add_entry(
+        self, kind: str, value: Var, units: Any, refs: frozenset[_Ref], **kw: Any
+    ) -> None:
+        e = _Entry(len(self.entries), kind, value, units, refs, _primary(refs, self.ctx), **kw)
+        self.entries.append(e)
+        self.chain[value] = e.id
 
-    def add_entry(kind: str, value: Var, units: Any, refs: frozenset[_Ref], **kw: Any) -> None:
-        entries.append(_Entry(len(entries), kind, value, units, refs, _primary(refs, ctx), **kw))
-        chain[value] = entries[-1].id
-
-    def finalize(p: _Pending) -> None:
-        del pending[p.cur]
+    def _finalize(self, p: _Pending) -> None:
+        del self.pending[p.cur]
         fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
         for key in ("kind", "cur", "units", "refs", "shift_refs"):
             del fields[key]
-        add_entry(p.kind, p.cur, p.units, p.refs or p.shift_refs, **fields)
+        self._add_entry(p.kind, p.cur, p.units, p.refs or p.shift_refs, **fields)
 
-    def continues(p: _Pending, eqn: JaxprEqn, pos: int, infos: list[_Info]) -> bool:
-        if uses[p.cur] != 1 or p.cur in outset or len(eqn.outvars) != 1:
+    # --- pass 1 -------------------------------------------------------------------
+
+    def _step(self, i: int, eqn: JaxprEqn) -> None:
+        infos = [self._get(v) for v in eqn.invars]
+        for o in eqn.outvars:
+            self.defined[o] = i
+        if self._grow(i, eqn, infos):
+            return
+        name = eqn.primitive.name
+        if name == "scan":
+            self._scan(i, eqn, infos)
+        elif name in _REMATS:
+            self._remat(i, eqn, infos)
+        elif not self._layer(i, eqn, infos):
+            kind = max((inf.kind for inf in infos), default=_CONST)
+            if kind == _PARAM:
+                param = _param_info(eqn, infos)
+                self.info.update(dict.fromkeys(eqn.outvars, param))
+            elif kind == _CONST or len(eqn.outvars) != 1:
+                self.info.update(dict.fromkeys(eqn.outvars, _Info(kind)))
+            else:
+                self._data(eqn, infos)
+
+    def _grow(self, i: int, eqn: JaxprEqn, infos: list[_Info]) -> bool:
+        """A pending layer's value grows through ``eqn`` (True), or is final when used."""
+        grown: tuple[_Pending, int] | None = None
+        for pos, v in enumerate(eqn.invars):
+            if isinstance(v, Var) and v in self.pending:
+                p = self.pending[v]
+                if grown is None and self._continues(p, eqn, pos, infos):
+                    grown = (p, pos)
+                else:
+                    self._finalize(p)
+        if grown is None:
+            return False
+        p, pos = grown
+        name = eqn.primitive.name
+        out = eqn.outvars[0]
+        del self.pending[p.cur]
+        if name == "transpose" and p.units is not None:
+            p.units = _permuted(p.units, eqn.params["permutation"])
+        if p.kind in _LAYERS and name == "add":
+            p.bias_eqn, p.bias_pos, p.bias_tap = i, 1 - pos, (i, 1 - pos)
+            # Read dL/db before a broadcast that enlarges b: the sum over the
+            # broadcast axes is what the bias leaf receives.
+            b = eqn.invars[1 - pos]
+            while isinstance(b, Var) and b in self.defined:
+                src = self.eqns[self.defined[b]]
+                if src.primitive.name != "broadcast_in_dim" or _size(src.invars[0]) >= _size(b):
+                    break
+                p.bias_tap = (self.defined[b], 0)
+                b = src.invars[0]
+        elif p.kind == "norm" and name in ("mul", "div"):
+            p.refs = p.refs | infos[1 - pos].refs
+        elif p.kind == "norm":
+            p.shift_refs = p.shift_refs | infos[1 - pos].refs
+        p.cur = out
+        self.pending[out] = p
+        self.info[out] = _Info(_DATA, units=p.units)
+        if p.kind in _LAYERS and name == "add":
+            self._finalize(p)  # a layer's value ends at its bias
+        return True
+
+    def _continues(self, p: _Pending, eqn: JaxprEqn, pos: int, infos: list[_Info]) -> bool:
+        if len(self.consumers[p.cur]) != 1 or p.cur in self.outset or len(eqn.outvars) != 1:
             return False
         name = eqn.primitive.name
-        out_shape = _shape(eqn.outvars[0])
-        others = [i for q, i in enumerate(infos) if q != pos]
+        others = [inf.kind for q, inf in enumerate(infos) if q != pos]
+        if p.kind in _LAYERS and name in _LAYOUT and not others:
+            return True  # a transpose or cast of the product
+        if others != [_PARAM] or _shape(eqn.outvars[0]) != _shape(p.cur):
+            return False
         if p.kind in _LAYERS:
-            if name in _LAYOUT and len(eqn.invars) == 1:
-                return True
-            return (
-                name == "add"
-                and len(others) == 1
-                and others[0].kind == _PARAM
-                and out_shape == _shape(p.cur)
+            return name == "add"  # the bias
+        return name in ("mul", "add") or (name in ("sub", "div") and pos == 0)  # scale, shift
+
+    def _scan(self, i: int, eqn: JaxprEqn, infos: list[_Info]) -> None:
+        prm = eqn.params
+        nc, nk = prm["num_consts"], prm["num_carry"]
+        body: ClosedJaxpr = prm["jaxpr"]
+        level = _Level()
+        head = [_carry_info(inf) for inf in infos[: nc + nk]]
+        xs = [_slice_info(inf, level) for inf in infos[nc + nk :]]
+        for _ in range(8):  # the carries' infos: the least fixed point of the join
+            sub, outs = _Analysis(
+                body.jaxpr, list(body.consts), head + xs, (*self.levels, level), self.ctx
+            ).run()
+            joined = head[:nc] + [_join(a, b) for a, b in zip(head[nc:], outs[:nk])]
+            if joined == head:
+                break
+            head = joined
+        self.subs[i] = _Sub(i, sub, int(prm["length"]), bool(prm["reverse"]), level)
+        ys = [
+            _Info(
+                o.kind, _other(o.refs), None if o.units is None else tuple(u + 1 for u in o.units)
             )
-        return (
-            name in ("mul", "add", "sub", "div")
-            and (pos == 0 or name in ("mul", "add"))
-            and len(others) == 1
-            and others[0].kind == _PARAM
-            and out_shape == _shape(p.cur)
-        )
+            for o in outs[nk:]
+        ]
+        for k, (o, inf) in enumerate(zip(eqn.outvars, head[nc:] + ys)):
+            self.info[o] = _carry_info(inf)
+            self.links[o] = ("sub", i, k)
 
-    for i, eqn in enumerate(eqns):
+    def _remat(self, i: int, eqn: JaxprEqn, infos: list[_Info]) -> None:
+        inner = _inner(eqn)
+        assert inner is not None
+        sub, outs = _Analysis(
+            inner[0], inner[1], [_carry_info(f) for f in infos], self.levels, self.ctx
+        ).run()
+        self.subs[i] = _Sub(i, sub, None, False, None)
+        for k, (o, inf) in enumerate(zip(eqn.outvars, outs)):
+            self.info[o] = _carry_info(inf)
+            self.links[o] = ("sub", i, k)
+
+    def _layer(self, i: int, eqn: JaxprEqn, infos: list[_Info]) -> bool:
+        """A matmul or convolution of a parameter and data starts a pending layer."""
         name = eqn.primitive.name
-        ins = eqn.invars
-        infos = [get(v) for v in ins]
-        for o in eqn.outvars:
-            defined[o] = i
-
-        # A pending layer value either grows through this eqn or is final.
-        cont: tuple[_Pending, int] | None = None
-        for pos, v in enumerate(ins):
-            if isinstance(v, Var) and v in pending:
-                p = pending[v]
-                if cont is None and continues(p, eqn, pos, infos):
-                    cont = (p, pos)
-                else:
-                    finalize(p)
-        if cont is not None:
-            p, pos = cont
-            out = eqn.outvars[0]
-            del pending[p.cur]
-            if name == "transpose" and p.units is not None:
-                perm = list(eqn.params["permutation"])
-                p.units = tuple(sorted(perm.index(u) for u in p.units))
-            if p.kind in _LAYERS and name == "add":
-                p.bias_eqn, p.bias_pos = i, 1 - pos
-                p.bias_tap = (i, 1 - pos)
-                b = ins[1 - pos]
-                # Read dL/db before a broadcast that enlarges it (the sum over the
-                # broadcast axes is what the bias leaf receives).
-                while isinstance(b, Var) and b in defined:
-                    src = eqns[defined[b]]
-                    if src.primitive.name != "broadcast_in_dim" or _size(src.invars[0]) >= _size(b):
-                        break
-                    p.bias_tap = (defined[b], 0)
-                    b = src.invars[0]
-            elif p.kind == "norm" and name in ("mul", "div"):
-                p.refs = p.refs | infos[1 - pos].refs
-            elif p.kind == "norm":
-                p.shift_refs = p.shift_refs | infos[1 - pos].refs
-            p.cur = out
-            pending[out] = p
-            info[out] = _Info(_DATA, units=p.units)
-            if p.kind in _LAYERS and name == "add":
-                finalize(p)  # a layer's value ends at its bias
-            continue
-
+        if name not in ("dot_general", "conv_general_dilated"):
+            return False
         kinds = [inf.kind for inf in infos]
-        kind = max(kinds, default=_CONST)
-
-        if name == "scan":
-            prm = eqn.params
-            nc, nk = prm["num_consts"], prm["num_carry"]
-            body: ClosedJaxpr = prm["jaxpr"]
-            level = _Level()
-            head = [_carry_info(inf) for inf in infos[: nc + nk]]
-            xs = [_slice_info(inf, level) for inf in infos[nc + nk :]]
-            for _ in range(8):  # carries: least fixed point of the join
-                sub, outs = _analyze(body.jaxpr, list(body.consts), head + xs, levels + (level,), ctx)
-                joined = head[:nc] + [_join(a, b) for a, b in zip(head[nc:], outs[:nk])]
-                if joined == head:
-                    break
-                head = joined
-            subs[i] = _Sub(i, sub, int(prm["length"]), bool(prm["reverse"]), level)
-            ys = []
-            for o in outs[nk:]:
-                units = None if o.units is None else tuple(u + 1 for u in o.units)
-                ys.append(_Info(o.kind, _other(o.refs), units))
-            for k, (o, inf) in enumerate(zip(eqn.outvars, head[nc:] + ys)):
-                info[o] = _carry_info(inf)
-                links[o] = ("sub", i, k)
-            continue
-        if name in _REMATS:
-            inner = _inner(eqn)
-            assert inner is not None
-            sub, outs = _analyze(inner[0], inner[1], [_carry_info(f) for f in infos], levels, ctx)
-            subs[i] = _Sub(i, sub, None, False, None)
-            for k, (o, inf) in enumerate(zip(eqn.outvars, outs)):
-                info[o] = _carry_info(inf)
-                links[o] = ("sub", i, k)
-            continue
-
-        out = eqn.outvars[0] if len(eqn.outvars) == 1 else None
-        # A layer: a matmul or convolution of a parameter and data.
+        ins, out = eqn.invars, eqn.outvars[0]
         if name == "dot_general" and sorted(kinds) == [_PARAM, _DATA]:
             wpos = kinds.index(_PARAM)
             (contract, batch) = eqn.params["dimension_numbers"]
-            w_contract, w_batch = contract[wpos], batch[wpos]
             nb = len(batch[0])
             n_lhs_free = len(_shape(ins[0])) - len(contract[0]) - nb
-            n_w_free = len(_shape(ins[wpos])) - len(w_contract) - nb
+            n_w_free = len(_shape(ins[wpos])) - len(contract[wpos]) - nb
+            # Output axes: batch, then lhs free, then rhs free; units are the weight's.
             start = nb if wpos == 0 else nb + n_lhs_free
             units = tuple(range(nb)) + tuple(range(start, start + n_w_free))
-            fan_in = math.prod(_shape(ins[wpos])[d] for d in w_contract)
-            assert out is not None
-            info[out] = _Info(_DATA, units=units)
-            pending[out] = _Pending(
-                "dense", out, units, infos[wpos].refs, i, wpos, 1 - wpos, fan_in
-            )
-            continue
-        if name == "conv_general_dilated" and kinds[:2] == [_DATA, _PARAM]:
+            fan_in = math.prod(_shape(ins[wpos])[d] for d in contract[wpos])
+            p = _Pending("dense", out, units, infos[wpos].refs, i, wpos, 1 - wpos, fan_in)
+        elif name == "conv_general_dilated" and kinds[:2] == [_DATA, _PARAM]:
             dn = eqn.params["dimension_numbers"]
             rhs = _shape(ins[1])
             fan_in = rhs[dn.rhs_spec[1]] * math.prod(rhs[d] for d in dn.rhs_spec[2:])
             units = (dn.out_spec[1],)
-            assert out is not None
-            info[out] = _Info(_DATA, units=units)
-            pending[out] = _Pending("conv", out, units, infos[1].refs, i, 1, 0, fan_in)
-            continue
+            p = _Pending("conv", out, units, infos[1].refs, i, 1, 0, fan_in)
+        else:
+            return False
+        self.info[out] = _Info(_DATA, units=units)
+        self.pending[out] = p
+        return True
 
-        if kind == _PARAM:
-            for o in eqn.outvars:
-                info[o] = _param_info(eqn, infos)
-            continue
-        if kind == _CONST or out is None:
-            for o in eqn.outvars:
-                info[o] = _Info(kind)
-            continue
-
-        data = [k == _DATA for k in kinds]
+    def _data(self, eqn: JaxprEqn, infos: list[_Info]) -> None:
+        """A data result: a norm, a residual, an elementwise step of an entry, or other."""
+        name = eqn.primitive.name
+        ins, out = eqn.invars, eqn.outvars[0]
+        data = [inf.kind == _DATA for inf in infos]
         data_infos = [inf for inf in infos if inf.kind == _DATA]
         same = all(_shape(v) == _shape(out) for v, d in zip(ins, data) if d)
         ew = same and _elementwise(eqn, data)
         units = None
         if name == "transpose" and data_infos[0].units is not None:
-            perm = list(eqn.params["permutation"])
-            units = tuple(sorted(perm.index(u) for u in data_infos[0].units))
+            units = _permuted(data_infos[0].units, eqn.params["permutation"])
         elif ew:
             units = next((inf.units for inf in data_infos if inf.units is not None), None)
+        pair = len(ins) == 2 and data == [True, True]
 
-        # A normalization: data times rsqrt of a statistic (or over its sqrt).
-        if name in ("mul", "div") and len(ins) == 2 and kinds == [_DATA, _DATA]:
+        # A normalization: data times rsqrt of a statistic of data (or over its sqrt).
+        if pair and name in ("mul", "div"):
             a, b = infos
-            v = None
-            if name == "mul" and a.factor != "r" and b.factor == "r":
-                v, f = 0, b
-            elif name == "mul" and a.factor == "r" and b.factor != "r":
-                v, f = 1, a
+            norm: tuple[int, _Info] | None = None
+            if name == "mul" and (a.factor == "r") != (b.factor == "r"):
+                norm = (0, b) if b.factor == "r" else (1, a)
             elif name == "div" and a.factor is None and b.factor == "s":
-                v, f = 0, b
-            if v is not None and _shape(ins[v]) == _shape(out):
-                units = infos[v].units
-                info[out] = _Info(_DATA, units=units)
-                pending[out] = _Pending("norm", out, units, f.refs)
-                continue
+                norm = (0, b)
+            if norm is not None and _shape(ins[norm[0]]) == _shape(out):
+                units = infos[norm[0]].units
+                self.info[out] = _Info(_DATA, units=units)
+                self.pending[out] = _Pending("norm", out, units, norm[1].refs)
+                return
 
-        # A residual: two data streams added, one of them an entry's output.
-        if name in ("add", "add_any") and len(ins) == 2 and kinds == [_DATA, _DATA] and same:
-            ca, cb = (chain.get(v) if isinstance(v, Var) else None for v in ins)
+        # A residual: two data streams added, at least one an entry's result.
+        if pair and same and name in ("add", "add_any"):
+            ca, cb = (self.chain.get(v) if isinstance(v, Var) else None for v in ins)
             if ca != cb and (ca is not None or cb is not None):
                 units = next((inf.units for inf in infos if inf.units is not None), None)
-                info[out] = _Info(_DATA, units=units)
-                add_entry("residual", out, units, frozenset())
-                continue
+                self.info[out] = _Info(_DATA, units=units)
+                self._add_entry("residual", out, units, frozenset())
+                return
 
         factor = None
-        if name in ("rsqrt", "sqrt") and kinds == [_DATA]:
+        if name in ("rsqrt", "sqrt") and data == [True]:
             factor = "r" if name == "rsqrt" else "s"
         elif len(data_infos) == 1 and data_infos[0].factor is not None:
             if name in _FACTOR_PASS or name == "mul":
                 factor = data_infos[0].factor
-        factor_refs = frozenset().union(*(inf.refs for inf in infos)) if factor else frozenset()
-        info[out] = _Info(_DATA, factor_refs, units, factor)
-
+        refs = frozenset().union(*(inf.refs for inf in infos)) if factor else frozenset()
+        self.info[out] = _Info(_DATA, refs, units, factor)
         if ew:
-            labels = {chain.get(v) for v, d in zip(ins, data) if d}
+            labels = {
+                self.chain.get(v) if isinstance(v, Var) else None for v, d in zip(ins, data) if d
+            }
             if len(labels) == 1 and None not in labels:
-                chain[out] = labels.pop()
+                self.chain[out] = next(c for c in labels if c is not None)
 
-    for p in list(pending.values()):
-        finalize(p)
+    # --- pass 2 -------------------------------------------------------------------
 
-    # The activation of each entry: the last of its elementwise results that is
-    # used by something else than the elementwise ops (or by reductions only).
-    eqn_of: dict[Var, int] = defined
-    members: dict[int, list[Var]] = collections.defaultdict(list)
-    for v, e in chain.items():
-        members[e].append(v)
-    actions: dict[int, list[tuple[str, _Entry]]] = collections.defaultdict(list)
-    for e in entries:
+    def _activation(self, e: _Entry) -> None:
+        """``e``'s activation: the last of its elementwise results used by something else.
+
+        Results used only by reductions (the variance inside a LayerNorm that
+        follows) count only if nothing else is used.
+        """
+        eqns, defined = self.eqns, self.defined
         candidates = []
-        for v in members[e.id]:
-            outer = [
+        for v in [v for v, c in self.chain.items() if c == e.id]:
+            outside = [
                 j
-                for j in consumers.get(v, [])
-                if not (len(eqns[j].outvars) == 1 and chain.get(eqns[j].outvars[0]) == e.id)
+                for j in self.consumers[v]
+                if not (len(eqns[j].outvars) == 1 and self.chain.get(eqns[j].outvars[0]) == e.id)
             ]
-            if v in outset or outer:
-                strong = v in outset or any(eqns[j].primitive.name not in _REDUCTIONS for j in outer)
+            if v in self.outset or outside:
+                strong = v in self.outset or any(
+                    eqns[j].primitive.name not in _REDUCTIONS for j in outside
+                )
                 candidates.append((strong, v))
         pick = [v for s, v in candidates if s] or [v for _, v in candidates] or [e.value]
-        e.frontier = max(pick, key=lambda v: eqn_of[v])
-        need, stack = set(), [e.frontier]
+        frontier = max(pick, key=lambda v: defined[v])
+        need: set[int] = set()
+        stack = [frontier]
         while stack:
             v = stack.pop()
-            if v is e.value or eqn_of[v] in need:
+            if v is e.value or defined[v] in need:
                 continue
-            need.add(eqn_of[v])
-            stack += [u for u in eqns[eqn_of[v]].invars if isinstance(u, Var) and chain.get(u) == e.id]
-        e.chain_eqns = tuple(sorted(need))
-        # The constants phi uses, computed from literals and closed-over constants.
-        replay, ok, todo = set(need), True, []
-        for j in need:
-            todo += [u for u in eqns[j].invars if isinstance(u, Var) and chain.get(u) != e.id]
-        while todo:
+            need.add(defined[v])
+            stack += [
+                u
+                for u in eqns[defined[v]].invars
+                if isinstance(u, Var) and self.chain.get(u) == e.id
+            ]
+        # phi for theory: the same ops and the constants they use, computed from
+        # literals and closed-over constants (no parameter, nothing from outside).
+        replay, ok = set(need), True
+        todo = [
+            u
+            for j in need
+            for u in eqns[j].invars
+            if isinstance(u, Var) and self.chain.get(u) != e.id
+        ]
+        while todo and ok:
             v = todo.pop()
-            if info[v].kind != _CONST or (v not in eqn_of and v not in jaxpr.constvars):
-                ok = False
-                break
-            if v in eqn_of and eqn_of[v] not in replay:
-                replay.add(eqn_of[v])
-                todo += [u for u in eqns[eqn_of[v]].invars if isinstance(u, Var)]
+            ok = self.info[v].kind == _CONST and (v in defined or v in self.jaxpr.constvars)
+            if ok and v in defined and defined[v] not in replay:
+                replay.add(defined[v])
+                todo += [u for u in eqns[defined[v]].invars if isinstance(u, Var)]
+        e.frontier = frontier
+        e.chain_eqns = tuple(sorted(need))
         e.replay_eqns, e.replayable = tuple(sorted(replay)), ok
-        links[e.frontier] = ("entry", e.id)
-        if e.kind in _LAYERS:
-            actions[e.dot_eqn].append(("dot", e))
-            if e.bias_tap is not None:
-                actions[e.bias_tap[0]].append(("bias", e))
-        actions[eqn_of[e.value]].append(("value", e))
-        actions[eqn_of[e.frontier]].append(("frontier", e))
-    for e in entries:
-        if e.kind in _LAYERS:
-            v = eqns[e.dot_eqn].invars[e.data_pos]
-            e.input_link = links.get(v) if isinstance(v, Var) else None
+        self.links[frontier] = ("entry", e.id)
 
-    keyed = [(eqn_of[e.value], 1, ("entry", e.id)) for e in entries]
-    keyed += [(j, 0, ("sub", j)) for j in subs]
-    order = [k for *_, k in sorted(keyed)]
-    scope = _Scope(jaxpr, consts, entries, order, subs, dict(actions), links, levels)
-    out_infos = [get(v) for v in jaxpr.outvars]
-    return scope, out_infos
+
+def _permuted(units: tuple[int, ...], permutation: Sequence[int]) -> tuple[int, ...]:
+    perm = list(permutation)
+    return tuple(sorted(perm.index(u) for u in units))
 
 
 # ---------------------------------------------------------------------------
@@ -975,6 +1032,7 @@ def _replay(scope: _Scope, e: _Entry, eqn_ids: Sequence[int], read: Callable[[An
             vals = [local[v] if isinstance(v, Var) and v in local else read(v) for v in eqn.invars]
             for o, val in zip(eqn.outvars, _bind(eqn, vals)):
                 local[o] = val
+        assert e.frontier is not None
         return local[e.frontier]
 
     return phi
@@ -988,6 +1046,7 @@ def _at_frontier(
     scope: _Scope,
     opts: _Opts,
 ) -> None:
+    assert e.frontier is not None
     z = lax.stop_gradient(env[e.value])
     a = _float(env[e.frontier])
     if e.frontier is e.value:
@@ -1021,7 +1080,9 @@ def _eval_sub(
 
     def body(carry: list[Any], x: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
         xs_t, slot_t = x
-        outs, recs = _eval_scope(sub.scope, sub.scope.consts, [*consts, *carry, *xs_t], slot_t, opts)
+        outs, recs = _eval_scope(
+            sub.scope, sub.scope.consts, [*consts, *carry, *xs_t], slot_t, opts
+        )
         return outs[:nk], (outs[nk:], recs)
 
     carry, (ys, recs) = lax.scan(
@@ -1102,7 +1163,9 @@ def _inline(closed: ClosedJaxpr) -> ClosedJaxpr:
                 body: ClosedJaxpr = prm["jaxpr"]
                 consts_v = invals[:nc]
 
-                def step(carry: list[Any], x: list[Any], body: Any = body, cv: Any = consts_v) -> Any:
+                def step(
+                    carry: list[Any], x: list[Any], body: Any = body, cv: Any = consts_v
+                ) -> Any:
                     outs = run(body.jaxpr, body.consts, [*cv, *carry, *x])
                     return outs[: len(carry)], outs[len(carry) :]
 
@@ -1144,7 +1207,11 @@ class _Program:
         return jax.tree.leaves(params), jax.tree.leaves(data)
 
     def run(
-        self, param_leaves: Sequence[Any], data_leaves: Sequence[Any], opts: _Opts, slots: Any = None
+        self,
+        param_leaves: Sequence[Any],
+        data_leaves: Sequence[Any],
+        opts: _Opts,
+        slots: Any = None,
     ) -> tuple[list[Any], dict[str, Any]]:
         return _eval_scope(
             self.scope, self.closed.consts, [*param_leaves, *data_leaves], slots, opts
@@ -1201,16 +1268,16 @@ def _make_program(fn: Callable[..., Any], params: Params, data: Any) -> _Program
     ctx = _Ctx(tuple(int(np.size(leaf)) for leaf in leaves))
     in_infos = [_Info(_PARAM, frozenset({_Ref(k, (), "aligned")})) for k in range(n)]
     in_infos += [_Info(_DATA) for _ in data_leaves]
-    scope, _ = _analyze(closed.jaxpr, list(closed.consts), in_infos, (), ctx)
+    scope, _ = _Analysis(closed.jaxpr, list(closed.consts), in_infos, (), ctx).run()
     descs: list[_Desc] = []
     _walk(scope, [None] * len(in_infos), {}, (), descs)
+    paths = tuple(_path_str(p) for p, _ in param_paths)
     if not any(d.entry.kind in _LAYERS for d in descs):
         raise ValueError(
             "found no layer in the model: no dot_general or conv_general_dilated of a "
             "parameter and the input (checked outside lax.cond, lax.while_loop and "
-            f"custom-derivative functions); parameter leaves: {[_path_str(p) for p, _ in param_paths]}"
+            f"custom-derivative functions); parameter leaves: {paths}"
         )
-    paths = tuple(_path_str(p) for p, _ in param_paths)
     names = _names(descs, paths)
     out_leaves, out_tree = jax.tree.flatten(out_shape)
     return _Program(
@@ -1572,7 +1639,7 @@ def theory_comparison(
     For each dense/conv layer ``l``, ``sigma_w2 = fan_in * mean(W²)`` and
     ``sigma_b2 = mean(b²)`` are read from its own parameters (``fan_in`` the
     contracted size of its matmul). Where its input is ``phi(z)`` of the layer
-    before (the plain-MLP parts: ``kinds[l] == "chained"``) the prediction is
+    before (the plain-MLP parts: ``chained[l]``) the prediction is
     the length map of the previous *prediction*,
     ``q^l = sigma_w2 E[phi(sqrt(q^{l-1}) u)²] + sigma_b2``, ``u ~ N(0, 1)``
     (:func:`jaxstab.theory.length_map`; with equal sigmas along a part this is
@@ -1602,7 +1669,7 @@ def theory_comparison(
     fwd = prog.forward_report(recs)
     idx = [i for i, d in enumerate(prog.descs) if d.entry.kind in _LAYERS]
     predicted: dict[int, Array] = {}
-    kinds = []
+    chained = []
     for i in idx:
         d = prog.descs[i]
         sw2, sb2 = fwd.sigma_w2[..., i], fwd.sigma_b2[..., i]
@@ -1616,13 +1683,12 @@ def theory_comparison(
                 phi = _static_phi(p)
         if phi is not None and pred is not None:
             predicted[i] = _length_map(phi, sw2, sb2, predicted[pred])
-            kinds.append("chained")
         else:
             predicted[i] = sw2 * fwd.input_second_moment[..., i] + sb2
-            kinds.append("from input")
+        chained.append(phi is not None)
     return TheoryComparison(
         tuple(prog.names[i] for i in idx),
-        tuple(kinds),
+        tuple(chained),
         measured=fwd.second_moment[..., np.asarray(idx)],
         predicted=jnp.stack([predicted[i] for i in idx], axis=-1),
         sigma_w2=fwd.sigma_w2[..., np.asarray(idx)],
@@ -1639,7 +1705,7 @@ def _static_phi(d: _Desc) -> Callable[[Array], Array]:
     e, scope = d.entry, d.scope
     consts = dict(zip(scope.jaxpr.constvars, scope.consts))
     phi = _replay(scope, e, e.replay_eqns, lambda v: v.val if isinstance(v, Literal) else consts[v])
-    shape, dtype = _shape(e.value), e.value.aval.dtype
+    shape, dtype = _shape(e.value), _dtype(e.value)
     size = max(math.prod(shape), 1)
 
     def fn(u: Array) -> Array:
