@@ -1,12 +1,13 @@
-"""One JAX CPU device per core, so the engine's sharded runs axis fills the CPU.
+"""One JAX CPU device per core, so the engine's blocks of runs fill the CPU.
 
 XLA:CPU runs one program on one device with a shared intra-op thread pool, and
 the small matmuls of an MLP training step (``[batch, width] @ [width, width]``
 per seed, batched over seeds by ``vmap``) leave much of it idle: on the 2-core
 development machine a vmapped depth-8, width-128 training run used 1.3 cores.
-Split into as many devices as cores, :func:`jaxstab.experiment.run_many`
-shards its runs axis over them and each device runs its own shard
-concurrently: the same run took 0.58x the time (BENCHMARKS.md). The count must
+Split into as many devices as cores, :func:`jaxstab.engine.train` dispatches
+its fixed-size blocks of runs to every device, which run concurrently
+(BENCHMARKS.md measures the gain); a run's numbers do not depend on the
+device count. The count must
 be fixed before JAX creates its CPU backend, i.e. before the first JAX
 operation, so this is a set-up call for scripts, not something the library
 does on import.
