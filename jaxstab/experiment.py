@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxstab import _checks as checks
 from jaxstab import diagnostics
 from jaxstab._activations import ACTIVATIONS
 from jaxstab._clipping import clip_by_global_norm
@@ -93,23 +94,6 @@ def fields(role: str | None = None) -> list[dataclasses.Field[Any]]:
     return [f for f in out if role is None or f.metadata["role"] == role]
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _number(name: str, value: Any, *, low: float, low_open: bool, inf_ok: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = (math.isfinite(v) or (inf_ok and v == math.inf)) and (
-            v > low if low_open else v >= low
-        )
-    if not ok:
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One point of a sweep, trained for ``seeds`` seeds.
@@ -169,27 +153,23 @@ class Config:
     first_seed: int = _setting(0, "seeds", "index of the first seed")
 
     def __post_init__(self) -> None:
+        # Every check is one of jaxstab._checks, the library's one validation module.
         for f in fields():
-            value = getattr(self, f.name)
             choices = f.metadata.get("choices")
-            if choices is not None and value not in choices:
-                raise ValueError(f"unknown {f.name} {value!r}; valid: {', '.join(choices)}")
+            if choices is not None:
+                checks.one_of(f.name, getattr(self, f.name), choices)
         for name in ("depth", "width", "batch_size", "steps", "eval_every", "seeds"):
-            _positive_int(name, getattr(self, name))
+            checks.positive_int(name, getattr(self, name))
         for name in ("seed", "first_seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 2**31:
-                raise ValueError(f"{name} must be an integer in [0, 2**31), got {v!r}")
-        _number("lr", self.lr, low=0.0, low_open=True)
-        _number("init_gain", self.init_gain, low=0.0, low_open=True)
+            checks.integer(name, getattr(self, name), minimum=0, maximum=2**31 - 1)
+        checks.positive_number("lr", self.lr)
+        checks.positive_number("init_gain", self.init_gain)
         if self.clip is not None:
-            _number("clip", self.clip, low=0.0, low_open=True)
-        for name in ("bias_var", "weight_decay", "momentum", "warmup"):
-            _number(name, getattr(self, name), low=0.0, low_open=False)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.warmup > 1:
-            raise ValueError(f"warmup must be a fraction of steps in [0, 1], got {self.warmup!r}")
+            checks.positive_number("clip", self.clip)
+        for name in ("bias_var", "weight_decay"):
+            checks.nonnegative_number(name, getattr(self, name))
+        checks.number("momentum", self.momentum, lo=0.0, hi=1.0, hi_open=True)
+        checks.probability("warmup", self.warmup)
         if self.steps % self.eval_every:
             raise ValueError(f"eval_every={self.eval_every} must divide steps={self.steps}")
 

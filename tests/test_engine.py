@@ -295,7 +295,7 @@ def test_grid_layout():
         ({"steps": 10, "eval_every": 3}, ValueError, "eval_every=3 must divide steps=10"),
         ({"batch_size": None}, ValueError, "batch_size is required"),
         ({"data": (X, Y[:10])}, ValueError, "one shared, non-empty leading example axis"),
-        ({"seed": -1}, ValueError, r"seed must be in \[0, 2\*\*32\), got -1"),
+        ({"seed": -1}, ValueError, r"seed must be an integer in \[0, 4294967295\], got -1"),
         ({"devices": []}, ValueError, "devices must be a non-empty sequence of jax.Device"),
     ],
 )

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxstab import _checks as checks
 from jaxstab._train import make_train_step
 from jaxstab._typing import Array
 from jaxstab.engine._blocks import BLOCK_SIZE, run_blocks
@@ -142,19 +143,10 @@ def _program(st: _Static) -> Callable[..., Any]:
     return jax.jit(jax.vmap(functools.partial(_run, st=st), in_axes=(0, None)))
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _base_key(seed: Any) -> np.ndarray:
     """The raw data of ``key(seed)``: placed on each device and wrapped in the program."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed!r}")
-    return np.asarray(jax.random.key_data(jax.random.key(int(seed))))
+    seed = checks.integer("seed", seed, minimum=0, maximum=2**32 - 1)
+    return np.asarray(jax.random.key_data(jax.random.key(seed)))
 
 
 def _describe(e: Exception) -> str:
@@ -300,11 +292,11 @@ def train(
       (8, 50)
     """
     t0 = time.perf_counter()
-    steps = _positive_int("steps", steps)
-    eval_every = steps if eval_every is None else _positive_int("eval_every", eval_every)
+    steps = checks.positive_int("steps", steps)
+    eval_every = steps if eval_every is None else checks.positive_int("eval_every", eval_every)
     if steps % eval_every:
         raise ValueError(f"eval_every={eval_every} must divide steps={steps}")
-    block_size = _positive_int("block_size", block_size)
+    block_size = checks.positive_int("block_size", block_size)
     required: dict[str, Any] = {"init": init, "loss": loss, "optimizer": optimizer}
     for name, fn in required.items():
         if not callable(fn):
@@ -323,7 +315,7 @@ def train(
     if batch_fn is None:
         if batch_size is None:
             raise ValueError("batch_size is required when data is arrays")
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = checks.positive_int("batch_size", batch_size)
         data = jax.tree.map(jnp.asarray, data)
         leaves = jax.tree.leaves(data)
         sizes = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
@@ -334,7 +326,7 @@ def train(
             )
     else:
         data = None
-        batch_size = 0 if batch_size is None else _positive_int("batch_size", batch_size)
+        batch_size = 0 if batch_size is None else checks.positive_int("batch_size", batch_size)
     eval_data = None if eval_data is None else jax.tree.map(jnp.asarray, eval_data)
     st = _Static(
         init=init,
