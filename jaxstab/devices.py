@@ -7,10 +7,9 @@ development machine a vmapped depth-8, width-128 training run used 1.3 cores.
 Split into as many devices as cores, :func:`jaxstab.engine.train` dispatches
 its fixed-size blocks of runs to every device, which run concurrently
 (BENCHMARKS.md measures the gain); a run's numbers do not depend on the
-device count. The count must
-be fixed before JAX creates its CPU backend, i.e. before the first JAX
-operation, so this is a set-up call for scripts, not something the library
-does on import.
+device count. The count must be fixed before JAX creates its CPU backend,
+i.e. before the first JAX operation, so this is a set-up call for scripts,
+not something the library does on import.
 """
 
 from __future__ import annotations

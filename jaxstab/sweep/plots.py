@@ -67,8 +67,10 @@ def loss_vs_depth(rows: Rows, ax_grid: Any) -> None:
 
         def draw(ax: Any = ax, act: str = act) -> None:
             sub = [r for r in rows if r["activation"] == act]
+            lines = list(report.group_by(sub, others))
+            one_depth = len({r["depth"] for r in sub}) == 1
             drawn = []
-            for _, line_rows in report.group_by(sub, others):
+            for k, (_, line_rows) in enumerate(lines):
                 xs, mid, lo, hi = [], [], [], []
                 for (depth,), point in report.group_by(line_rows, ["depth"]):
                     m, a, b = report.summarize([r["final_train_loss"] for r in point])
@@ -78,8 +80,13 @@ def loss_vs_depth(rows: Rows, ax_grid: Any) -> None:
                     hi.append(b)
                 if not _positive(np.asarray(mid)):
                     continue
+                if one_depth:  # side by side, so the intervals do not hide each other
+                    xs = [x * 2 ** (0.08 * (k - (len(lines) - 1) / 2)) for x in xs]
                 (line,) = ax.plot(xs, mid, "o-", label=_label(line_rows[0], others))
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+                if len(xs) > 1:
+                    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
+                elif np.isfinite(lo[0]) and np.isfinite(hi[0]):  # one depth: a bar, not a band
+                    ax.vlines(xs, lo, hi, color=line.get_color(), alpha=0.6, linewidth=3)
                 drawn.append(line)
             if not drawn:
                 _say(ax, "every seed diverged:\nno finite loss to plot")
