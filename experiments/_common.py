@@ -13,9 +13,11 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxstab.sweep import save_figure, write_text
 
@@ -127,3 +129,40 @@ def write_results(
     text = json.dumps(_strict_json(result), indent=1, allow_nan=False)
     write_text(Path(workdir) / "results.json", text)
     return result
+
+
+# --- per-layer probes through the engine's ``evaluate`` (a dict of scalars) -----------
+
+
+def to_scalars(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """Every entry of every array as its own scalar, keyed ``"<name>/<flat index>"``.
+
+    :func:`jaxstab.engine.train` records ``evaluate``'s outputs only when they are
+    scalars; a per-layer probe goes through it flattened and comes back with
+    :func:`from_scalars`.
+    """
+    out = {}
+    for name, a in arrays.items():
+        flat = a.reshape(-1)
+        out.update({f"{name}/{i}": flat[i] for i in range(flat.shape[0])})
+    return out
+
+
+def from_scalars(
+    evals: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`to_scalars` on the engine's ``[runs, evals]`` outputs.
+
+    Args:
+      evals: ``TrainResult.evals``, ``"<name>/<i>" -> [runs, evals]``.
+      shapes: each name's array shape (``jax.eval_shape`` of the probe gives them).
+
+    Returns:
+      ``name -> [runs, evals, *shape]``.
+    """
+    out = {}
+    for name, shape in shapes.items():
+        flat = [np.asarray(evals[f"{name}/{i}"]) for i in range(math.prod(shape))]
+        stacked = np.stack(flat, axis=-1)
+        out[name] = stacked.reshape(*stacked.shape[:-1], *shape)
+    return out

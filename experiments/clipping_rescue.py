@@ -15,7 +15,8 @@ learning rate: the divergence rate (non-finite loss), the failure rate (diverged
 no better than chance), the final loss, and from the clip transform's ``ClipState``
 (the engine's ``clipped``/``grad_norm``): how often it fired and the distribution
 of pre-clip gradient norms. The ``lr tau`` bound is measured directly on the
-parameters of a few steps at the largest learning rate.
+parameters of a few steps at the largest learning rate (``jaxstab.engine.train``,
+one step per call).
 
     python experiments/clipping_rescue.py [--quick] [--workdir DIR]
 """
@@ -27,7 +28,7 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ import numpy as np
 import optax
 
 import jaxstab as js
+from jaxstab import engine
 from jaxstab.data import Dataset, load_digits
 from jaxstab.experiment import Config, Result, run_many
 
@@ -177,33 +179,47 @@ def _norm_percentiles(result: Result) -> list[float] | list[None]:
     return np.percentile(norms, NORM_PERCENTILES).tolist()
 
 
-@functools.lru_cache(maxsize=8)
-def _bound_program(activation: str, steps: int, batch_size: int) -> Callable[..., Any]:
-    """jit(vmap over seeds) of ``steps`` clipped SGD steps: ``||theta_{t+1} - theta_t||``,
-    ``||theta_{t+1}||`` and whether the step was clipped, each ``[seeds, steps]``."""
+class _BoundTask(NamedTuple):
+    """The engine's callables of the step-bound check (the same objects: one compile)."""
 
-    def loss_fn(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-        logits = js.apply_mlp(p, batch[0], activation)
+    init: Callable[..., Any]
+    loss: Callable[..., Any]
+    optimizer: Callable[..., Any]
+
+
+@functools.lru_cache(maxsize=8)
+def _bound_task(activation: str) -> _BoundTask:
+    """Clipped SGD from given parameters: a run's hparams are ``params``, ``lr``, ``clip``."""
+
+    def init(key: jax.Array, hp: Any) -> Any:
+        del key  # the run continues from its given parameters
+        return hp["params"]
+
+    def loss(params: Any, batch: tuple[jax.Array, jax.Array], hp: Any) -> jax.Array:
+        del hp
+        logits = js.apply_mlp(params, batch[0], activation)
         return jnp.mean(js.softmax_cross_entropy(logits, batch[1]))
 
-    def run(params: Any, key: jax.Array, lr: jax.Array, tau: jax.Array, x: Any, y: Any) -> Any:
-        optimizer = optax.chain(js.clip_by_global_norm(tau), optax.sgd(lr))
-        step_fn = js.make_train_step(loss_fn, optimizer)
+    def optimizer(hp: Any) -> optax.GradientTransformation:
+        return optax.chain(js.clip_by_global_norm(hp["clip"]), optax.sgd(hp["lr"]))
 
-        def one(carry: tuple[Any, Any], step: jax.Array) -> tuple[tuple[Any, Any], Any]:
-            idx = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, x.shape[0])
-            new_params, opt_state, m = step_fn(*carry, (x[idx], y[idx]))
-            moved = optax.tree.norm(jax.tree.map(jnp.subtract, new_params, carry[0]))
-            return (new_params, opt_state), (moved, optax.tree.norm(new_params), m["clipped"])
+    return _BoundTask(init, loss, optimizer)
 
-        carry = (params, optimizer.init(params))
-        return jax.lax.scan(one, carry, jnp.arange(steps))[1]
 
-    return jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
+def _norms(tree: Any) -> np.ndarray:
+    """Per run (the leading axis), the global norm of a pytree of float32 arrays, in float64."""
+    leaves = [np.asarray(a, np.float64).reshape(a.shape[0], -1) for a in jax.tree.leaves(tree)]
+    return np.sqrt(sum(np.sum(a**2, axis=1) for a in leaves))
 
 
 def step_bound(config: ExperimentConfig, data: Dataset, lr: float) -> dict[str, Any]:
     """Measures ``||theta_{t+1} - theta_t|| / (lr tau)`` of clipped SGD at ``lr``, every seed.
+
+    ``bound_steps`` steps of :func:`jaxstab.engine.train`, one step per call, each call
+    continuing from the parameters the previous one returned, so that every step's
+    parameters before and after are measured. Seed ``s`` starts from ``init_mlp`` with
+    the first half of ``split(key(seed))`` folded with ``s``; its step ``t`` draws its
+    minibatch from the engine's run seed ``t * seeds + s``.
 
     Returns the largest ratio over all steps and seeds, the smallest over the clipped
     steps (1 up to rounding: a clipped step moves by exactly ``lr tau``), ``rounding``
@@ -211,20 +227,40 @@ def step_bound(config: ExperimentConfig, data: Dataset, lr: float) -> dict[str, 
     """
     sizes = [data.d_in, *[config.width] * config.depth, data.d_out]
     init = js.get_initializer(config.init)
-    init_key, batch_key = jax.random.split(jax.random.key(config.seed))
+    init_key = jax.random.split(jax.random.key(config.seed))[0]
     nets = [
         js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=init)
         for s in range(config.seeds)
     ]
-    params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *nets)
-    keys = jax.random.split(batch_key, config.seeds)
-    program = _bound_program(config.activation, config.bound_steps, config.batch_size)
-    moved, norm, clipped = program(
-        params, keys, lr, config.clip, jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    )
+    params = jax.tree.map(lambda *a: np.stack(a), *nets)
+    task = _bound_task(config.activation)
+    moved, norm, clipped = [], [], []
+    for t in range(config.bound_steps):
+        runs = {
+            "seed": t * config.seeds + np.arange(config.seeds),
+            "lr": np.full(config.seeds, lr),
+            "clip": np.full(config.seeds, config.clip),
+            "params": params,
+        }
+        result = engine.train(
+            task.init,
+            task.loss,
+            task.optimizer,
+            (data.x_train, data.y_train),
+            runs,
+            steps=1,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            return_params=True,
+        )
+        # The float32 difference of the parameters, as the step changed them.
+        moved.append(_norms(jax.tree.map(np.subtract, result.params, params)))
+        norm.append(_norms(result.params))
+        clipped.append(result.metrics["clipped"][:, 0])
+        params = result.params
     bound = lr * config.clip
-    ratio = np.asarray(moved, np.float64) / bound
-    clipped = np.asarray(clipped)
+    ratio = np.stack(moved, axis=1) / bound  # [seeds, steps]
+    clipped_steps = np.stack(clipped, axis=1)
     # float32: theta + u rounds each entry by up to eps/2 |theta_i| (the difference of the
     # two close parameter vectors is then exact), and a norm of N entries carries a
     # relative error of order sqrt(N) eps.
@@ -234,10 +270,10 @@ def step_bound(config: ExperimentConfig, data: Dataset, lr: float) -> dict[str, 
     return {
         "lr": lr,
         "max_ratio": float(ratio.max()),
-        "min_ratio_clipped": float(ratio[clipped].min()) if clipped.any() else None,
+        "min_ratio_clipped": float(ratio[clipped_steps].min()) if clipped_steps.any() else None,
         "rounding": rounding,
-        "clipped_steps": int(clipped.sum()),
-        "steps": int(clipped.size),
+        "clipped_steps": int(clipped_steps.sum()),
+        "steps": int(clipped_steps.size),
     }
 
 

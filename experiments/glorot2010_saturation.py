@@ -14,7 +14,9 @@ variance ``1/(3 n_in)``) and ``xavier_uniform`` ("normalized"). Every
 ``record_every`` steps a snapshot measures each hidden layer: percentiles,
 histogram and saturation of ``phi(z)`` (``jaxstab.diagnostics.forward_stats``
 and per activation value), back-propagated gradients and weight gradients
-(``backward_stats``). All runs (activations x inits x seeds) are one program.
+(``backward_stats``). All runs (activations x inits x seeds) are one program of
+``jaxstab.engine.train``: the activation, the learning rate and the init's
+per-layer bound are the runs' traced hyperparameters.
 
     python experiments/glorot2010_saturation.py [--quick] [--workdir DIR]
 """
@@ -26,7 +28,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +36,9 @@ import numpy as np
 import optax
 
 import jaxstab as js
-from jaxstab import diagnostics
+from jaxstab import diagnostics, engine
 from jaxstab.data import load_digits
+from jaxstab.experiment import INIT_FORMS, layer_scales
 
 try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
     import _common
@@ -57,7 +60,7 @@ class ExperimentConfig:
     depth: int = 5  # hidden layers (Glorot & Bengio: 5)
     width: int = 1000  # units per hidden layer (Glorot & Bengio: 1000)
     activations: tuple[str, ...] = ("sigmoid", "tanh")  # keys of ACTIVATION_FORMS
-    inits: tuple[str, ...] = ("torch_linear", "xavier_uniform")  # standard, normalized
+    inits: tuple[str, ...] = ("torch_linear", "xavier_uniform")  # standard, normalized (uniform)
     lrs: tuple[float, ...] = (1.0, 0.03)  # SGD lr per activation, in order (sigmoid' <= 1/4)
     batch_size: int = 10  # examples per SGD step, drawn with replacement (the paper's 10)
     steps: int = 800  # SGD steps per run
@@ -66,7 +69,7 @@ class ExperimentConfig:
     diag_examples: int = 256  # training examples every snapshot is measured on
     bins: int = 40  # histogram bins of phi(z) over [-1, 1]
     early_step: int = 200  # "early in training": the step the top layer is judged at
-    seed: int = 0  # base PRNG seed (see run_experiment for how keys derive from it)
+    seed: int = 0  # the engine's base seed (see run_experiment for how keys derive from it)
 
 
 def get_config(quick: bool = False) -> ExperimentConfig:
@@ -80,6 +83,10 @@ def _check_config(config: ExperimentConfig) -> None:
     bad = [a for a in config.activations if a not in ACTIVATION_FORMS]
     if bad:
         raise ValueError(f"unknown activations {bad}; valid: {', '.join(ACTIVATION_FORMS)}")
+    uniform = [name for name, form in INIT_FORMS.items() if form[0] == "uniform"]
+    bad = [i for i in config.inits if i not in uniform]
+    if bad:
+        raise ValueError(f"unknown or non-uniform inits {bad}; valid: {', '.join(uniform)}")
     if len(config.lrs) != len(config.activations):
         raise ValueError(f"lrs {config.lrs} must give one lr per activation {config.activations}")
     if (
@@ -97,6 +104,33 @@ def sigmoid_family(form: jax.Array) -> Callable[[jax.Array], jax.Array]:
     """``phi(z) = a sigmoid(b z) + c`` for ``form = (a, b, c)``: sigmoid or, exactly, tanh."""
     a, b, c = form[0], form[1], form[2]
     return lambda z: a * jax.nn.sigmoid(b * z) + c
+
+
+def uniform_params(key: jax.Array, sizes: tuple[int, ...], bounds: jax.Array) -> Any:
+    """MLP parameters in :func:`jaxstab.init_mlp`'s layout; layer ``l``'s weights
+    ``U(+-bounds[l])``, zero biases.
+
+    Every weight comes from ONE flat ``U(-1, 1)`` draw, scaled per layer: ``bounds``
+    may be traced (a run's hparams), and inside the training program a single threefry
+    draw compiles in a fraction of the time of per-layer draws on CPU.
+
+    Args:
+      key: PRNG key.
+      sizes: ``[d_in, hidden..., d_out]``.
+      bounds: ``[len(sizes) - 1]`` per-layer bounds, the output layer last.
+    """
+    shapes = list(zip(sizes[:-1], sizes[1:]))
+    ends = np.cumsum([0] + [m * n for m, n in shapes])
+    u = jax.random.uniform(key, (int(ends[-1]),), jnp.float32, -1.0, 1.0)
+    w = [bounds[i] * u[ends[i] : ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+    # init_mlp stacks consecutive hidden layers of equal shape into one scanned group.
+    hidden, start = [], 0
+    for shape, group in itertools.groupby(shapes[:-1]):
+        count = len(list(group))
+        stack = jnp.stack(w[start : start + count])
+        hidden.append({"w": stack, "b": jnp.zeros((count, shape[1]), jnp.float32)})
+        start += count
+    return {"hidden": hidden, "output": {"w": w[-1], "b": jnp.zeros((sizes[-1],), jnp.float32)}}
 
 
 def layer_snapshot(
@@ -131,110 +165,127 @@ def layer_snapshot(
     }
 
 
-def _train_run(
-    params: Any,
-    form: jax.Array,
-    lr: jax.Array,
-    key: jax.Array,
-    data: dict[str, jax.Array],
-    *,
-    config: ExperimentConfig,
-) -> tuple[dict[str, jax.Array], jax.Array]:
-    """SGD on one run with a snapshot every ``record_every`` steps; vmapped over runs.
+# Fields of layer_snapshot recorded every record_every steps (forward statistics only),
+# and those recorded at init and after training (they need a backward pass, or are big).
+CURVES = ("mean", "percentiles", "saturated", "saturated_units", "loss")
+ENDS = ("std", "signal_rms", "grad_norm", "histogram", "test_accuracy")
 
-    Returns the snapshots (each field ``[snapshots, ...]``, at steps 0, k, ..., steps)
-    and the final test accuracy.
-    """
-    phi = sigmoid_family(form)
-    optimizer = optax.sgd(lr)
 
-    def loss_fn(p: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], phi), batch[1]))
+class _Task(NamedTuple):
+    """The engine's callables for one config (the same objects each call: one compile)."""
 
-    step_fn = js.make_train_step(loss_fn, optimizer)
-    n_train = data["x_train"].shape[0]
-    n_chunks = config.steps // config.record_every
-
-    def one_step(carry: tuple[Any, Any], step: jax.Array) -> tuple[tuple[Any, Any], None]:
-        idx = jax.random.randint(jax.random.fold_in(key, step), (config.batch_size,), 0, n_train)
-        params, opt_state, _ = step_fn(*carry, (data["x_train"][idx], data["y_train"][idx]))
-        return (params, opt_state), None
-
-    def train_chunk(carry: tuple[Any, Any], chunk: jax.Array) -> tuple[Any, Any]:
-        steps = chunk * config.record_every + jnp.arange(config.record_every, dtype=jnp.int32)
-        return jax.lax.scan(one_step, carry, steps)[0]
-
-    def chunk(carry: tuple[Any, Any], i: jax.Array) -> tuple[tuple[Any, Any], Any]:
-        # Snapshot, then train; the last of the n_chunks + 1 iterations only snapshots.
-        # One snapshot in the program (not one at init and one in the loop) halves
-        # its compile time; i is the same for every run, so the cond stays a branch.
-        snap = layer_snapshot(carry[0], data["x_diag"], data["y_diag"], phi, config.bins)
-        carry = jax.lax.cond(i < n_chunks, train_chunk, lambda c, _: c, carry, i)
-        return carry, snap
-
-    (final, _), snaps = jax.lax.scan(
-        chunk, (params, optimizer.init(params)), jnp.arange(n_chunks + 1, dtype=jnp.int32)
-    )
-    test_accuracy = js.accuracy(js.apply_mlp(final, data["x_test"], phi), data["y_test"])
-    return snaps, test_accuracy
+    init: Callable[..., Any]
+    loss: Callable[..., Any]
+    optimizer: Callable[..., Any]
+    curves: Callable[..., Any]  # (params, eval_data, hp) -> CURVES, per-layer arrays
+    evaluate: Callable[..., Any]  # the curves as the engine's dict of scalars
+    inspect: Callable[..., Any]  # (params, eval_data, hp) -> ENDS
 
 
 @functools.lru_cache(maxsize=8)
-def _program(config: ExperimentConfig) -> Callable[..., Any]:
-    run = functools.partial(_train_run, config=config)
-    return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, 0, None)))
+def _task(config: ExperimentConfig, sizes: tuple[int, ...]) -> _Task:
+    """The callables over a run's hparams: ``form`` (a, b, c) of :func:`sigmoid_family`,
+    ``lr`` and ``bound`` (per layer, the weights' ``U(+-bound)``)."""
+
+    def init(key: jax.Array, hp: Any) -> Any:
+        return uniform_params(key, sizes, hp["bound"])
+
+    def loss(params: Any, batch: tuple[jax.Array, jax.Array], hp: Any) -> jax.Array:
+        logits = js.apply_mlp(params, batch[0], sigmoid_family(hp["form"]))
+        return jnp.mean(js.softmax_cross_entropy(logits, batch[1]))
+
+    def snapshot(params: Any, data: dict[str, jax.Array], hp: Any) -> dict[str, jax.Array]:
+        phi = sigmoid_family(hp["form"])
+        snap = layer_snapshot(params, data["x_diag"], data["y_diag"], phi, config.bins)
+        logits = js.apply_mlp(params, data["x_test"], phi)
+        return {**snap, "test_accuracy": js.accuracy(logits, data["y_test"])}
+
+    # Each keeps only its fields of the snapshot; XLA drops the computations of the others.
+    def curves(params: Any, data: dict[str, jax.Array], hp: Any) -> dict[str, jax.Array]:
+        snap = snapshot(params, data, hp)
+        return {k: snap[k] for k in CURVES}
+
+    def evaluate(params: Any, data: dict[str, jax.Array], hp: Any) -> dict[str, jax.Array]:
+        return _common.to_scalars(curves(params, data, hp))
+
+    def inspect(params: Any, data: dict[str, jax.Array], hp: Any) -> dict[str, jax.Array]:
+        snap = snapshot(params, data, hp)
+        return {k: snap[k] for k in ENDS}
+
+    return _Task(init, loss, lambda hp: optax.sgd(hp["lr"]), curves, evaluate, inspect)
 
 
 def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
-    """Trains every (activation, init, seed) as one vmapped program.
+    """Trains every (activation, init, seed) as one program of :func:`jaxstab.engine.train`.
 
-    Seed ``s`` draws its weights from ``fold_in(init_key, s)`` for every init and
-    activation, so the standard and normalized nets of a seed share their random draws;
-    run ``r`` draws its minibatches from the ``r``-th split of ``batch_key``
-    (``init_key, batch_key = split(key(seed))``).
+    Seed ``s`` is the engine's run seed ``s`` for every activation and init, so the
+    standard and normalized, sigmoid and tanh nets of a seed share their initial draws
+    (``init_mlp``'s, from the first half of ``fold_in(key(seed), s)``) and their
+    minibatches (from the second half). The :data:`CURVES` of a snapshot are taken at
+    step 0 and after every ``record_every`` steps, the :data:`ENDS` at step 0 and after
+    the last step.
 
     Returns:
       ``runs`` (``(activation, init, seed)`` per run), ``sizes`` (the layer sizes),
-      ``steps`` (of the snapshots, 0 first), ``snapshots`` (numpy, each field
-      ``[runs, snapshots, layers, ...]``, ``loss`` ``[runs, snapshots]``) and
-      ``test_accuracy`` ``[runs]``.
+      ``steps`` (of the snapshots, 0 first), ``snapshots`` (numpy, each of
+      :data:`CURVES` ``[runs, snapshots, layers, ...]``, ``loss`` ``[runs, snapshots]``),
+      ``ends`` (each of :data:`ENDS` ``[runs, 2, layers, ...]``: at init, after
+      training) and ``test_accuracy`` ``[runs]`` (after the last step).
     """
     _check_config(config)
     data = load_digits()
     n_diag = min(config.diag_examples, data.n_train)
-    arrays = {
-        "x_train": jnp.asarray(data.x_train),
-        "y_train": jnp.asarray(data.y_train),
-        "x_diag": jnp.asarray(data.x_train[:n_diag]),
-        "y_diag": jnp.asarray(data.y_train[:n_diag]),
-        "x_test": jnp.asarray(data.x_test),
-        "y_test": jnp.asarray(data.y_test),
+    eval_data = {
+        "x_diag": data.x_train[:n_diag],
+        "y_diag": data.y_train[:n_diag],
+        "x_test": data.x_test,
+        "y_test": data.y_test,
     }
-    sizes = [data.d_in, *[config.width] * config.depth, data.d_out]
-    runs = [
-        (act, init, s)
-        for act in config.activations
-        for init in config.inits
-        for s in range(config.seeds)
-    ]
-    init_key, batch_key = jax.random.split(jax.random.key(config.seed))
-    nets = [
-        js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=js.get_initializer(init))
-        for _, init, s in runs
-    ]
-    # Stacked in numpy: an eager jnp.stack per leaf would compile a program each.
-    params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *nets)
-    lr_of = dict(zip(config.activations, config.lrs))
-    forms = jnp.asarray([ACTIVATION_FORMS[act] for act, _, _ in runs], jnp.float32)
-    lrs = jnp.asarray([lr_of[act] for act, _, _ in runs], jnp.float32)
-    batch_keys = jax.random.split(batch_key, len(runs))
-    snaps, test_accuracy = _program(config)(params, forms, lrs, batch_keys, arrays)
+    sizes = (data.d_in, *[config.width] * config.depth, data.d_out)
+    # The seed varies fastest, then the init, then the activation (the runs' order).
+    index = engine.grid(
+        config.seeds, activation=range(len(config.activations)), init=range(len(config.inits))
+    )
+    forms = np.asarray([ACTIVATION_FORMS[a] for a in config.activations], np.float32)
+    bounds = np.stack([layer_scales(init, 1.0, sizes) for init in config.inits])
+    runs = {
+        "seed": index["seed"],
+        "form": forms[index["activation"]],
+        "lr": np.asarray(config.lrs, np.float32)[index["activation"]],
+        "bound": bounds[index["init"]],
+    }
+    task = _task(config, sizes)
+    result = engine.train(
+        task.init,
+        task.loss,
+        task.optimizer,
+        (data.x_train, data.y_train),
+        runs,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        evaluate=task.evaluate,
+        eval_data=eval_data,
+        eval_every=config.record_every,
+        inspect=task.inspect,
+    )
+    hp0 = engine.run_at(runs, 0)
+    params = jax.eval_shape(task.init, jax.random.key(0), hp0)
+    shapes = jax.eval_shape(task.curves, params, eval_data, hp0)
+    ends = {
+        k: np.stack([result.inspections["init"][k], result.inspections["final"][k]], axis=1)
+        for k in ENDS
+    }
     return {
-        "runs": runs,
-        "sizes": sizes,
-        "steps": np.arange(0, config.steps + 1, config.record_every),
-        "snapshots": {k: np.asarray(v) for k, v in snaps.items()},
-        "test_accuracy": np.asarray(test_accuracy),
+        "runs": [
+            (config.activations[a], config.inits[i], int(s))
+            for a, i, s in zip(index["activation"], index["init"], index["seed"])
+        ],
+        "sizes": list(sizes),
+        "steps": result.eval_steps,
+        "snapshots": _common.from_scalars(result.evals, {k: v.shape for k, v in shapes.items()}),
+        "ends": ends,
+        "test_accuracy": ends["test_accuracy"][:, -1],
     }
 
 
@@ -278,7 +329,7 @@ N_VAR_W = {"torch_linear": 1.0 / 3.0, "xavier_uniform": 1.0}
 
 def summarize(out: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
     """The measured numbers: medians over seeds per (activation, init)."""
-    snaps, steps = out["snapshots"], out["steps"]
+    snaps, ends, steps = out["snapshots"], out["ends"], out["steps"]
     early = int(np.searchsorted(steps, config.early_step))
     square = square_layers(out["sizes"])
     measured: dict[str, Any] = {"snapshot_steps": steps.tolist()}
@@ -286,8 +337,9 @@ def summarize(out: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
         for init in config.inits:
             idx = [r for r, (a, i, _) in enumerate(out["runs"]) if a == act and i == init]
             med = lambda field, idx=idx: np.median(snaps[field][idx], axis=0)
-            # [seeds, snapshots, equal-width layers]
-            rms = weight_grad_rms(snaps["grad_norm"][idx], out["sizes"])[..., square]
+            init_values = lambda field, idx=idx: ends[field][idx, 0]  # [seeds, layers]
+            # [seeds, (init, final), equal-width layers]
+            rms = weight_grad_rms(ends["grad_norm"][idx], out["sizes"])[..., square]
             measured[f"{act}/{INIT_LABELS.get(init, init)}"] = {
                 "layer_mean_init": med("mean")[0].tolist(),
                 "layer_mean_early": med("mean")[early].tolist(),
@@ -296,13 +348,13 @@ def summarize(out: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
                 "top_saturated_curve": med("saturated")[:, -1].tolist(),
                 "layer_saturated_final": med("saturated")[-1].tolist(),
                 "layer_saturated_units_final": med("saturated_units")[-1].tolist(),
-                "activation_std_init": med("std")[0].tolist(),
-                "signal_rms_init": med("signal_rms")[0].tolist(),
+                "activation_std_init": np.median(init_values("std"), axis=0).tolist(),
+                "signal_rms_init": np.median(init_values("signal_rms"), axis=0).tolist(),
                 "weight_grad_rms_init": np.median(
-                    weight_grad_rms(snaps["grad_norm"][idx, 0], out["sizes"]), axis=0
+                    weight_grad_rms(init_values("grad_norm"), out["sizes"]), axis=0
                 ).tolist(),
-                "activation_std_spread_init": float(np.median(spread(snaps["std"][idx, 0]))),
-                "signal_rms_spread_init": float(np.median(spread(snaps["signal_rms"][idx, 0]))),
+                "activation_std_spread_init": float(np.median(spread(init_values("std")))),
+                "signal_rms_spread_init": float(np.median(spread(init_values("signal_rms")))),
                 "weight_grad_spread_init": float(np.median(spread(rms[:, 0]))),
                 "weight_grad_spread_final": float(np.median(spread(rms[:, -1]))),
                 "loss_curve": med("loss").tolist(),
@@ -473,7 +525,7 @@ def plot_histograms(out: dict[str, Any], config: ExperimentConfig, path: Path) -
     ):
         run, ax = _first_run(out, act, init), axes[r, c]
         for layer in range(config.depth):
-            hist = out["snapshots"]["histogram"][run, when, layer]
+            hist = out["ends"]["histogram"][run, when, layer]
             ax.stairs(hist, edges, color=colors[layer], label=f"layer {layer + 1}")
         a, _, c0 = ACTIVATION_FORMS[act]
         ax.set_xlim(c0, a + c0)  # the range of phi

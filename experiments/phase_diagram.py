@@ -11,10 +11,11 @@ deep networks train.
 What is measured. tanh MLPs ``[64, width x depth, 10]`` on the 8x8 digits
 (:func:`jaxstab.data.load_digits`), ``sigma_b2`` fixed, weights and biases drawn
 with a traced ``sigma_w2`` (one flat standard-normal draw per run, scaled), trained
-with plain SGD for a fixed budget of steps. For each depth one compiled program
-trains every ``(sigma_w2, seed)`` pair at once: :func:`jaxstab.make_train_step` in a
-``lax.scan`` over steps, ``jax.vmap`` over runs. A cell is *trainable* when the
-median over seeds of the final training accuracy reaches ``trainable_accuracy``.
+with plain SGD for a fixed budget of steps. For each depth one program of
+:func:`jaxstab.engine.train` trains every ``(sigma_w2, seed)`` pair at once, with
+``sigma_w2``, ``sigma_b2`` and the learning rate as the runs' traced values. A cell
+is *trainable* when the median over seeds of the final training accuracy reaches
+``trainable_accuracy``.
 The prediction ``depth < 6 xi_c(sigma_w2)`` comes from
 :func:`jaxstab.theory.depth_scales`, vmapped over the ``sigma_w2`` grid.
 
@@ -26,8 +27,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,7 @@ import numpy as np
 import optax
 
 import jaxstab as js
-from jaxstab import theory
+from jaxstab import engine, theory
 from jaxstab.data import load_digits
 
 try:  # experiments/ is on sys.path: run as a script, or imported by the tests and notebooks
@@ -61,7 +63,7 @@ class ExperimentConfig:
     trainable_accuracy: float = 0.5  # median final training accuracy of a trainable cell
     theory_points: int = 120  # sigma_w² points of the 6 xi_c curve
     agreement_tolerance: float = 0.8  # claim: at least this fraction of cells agree
-    seed: int = 0  # root PRNG seed
+    seed: int = 0  # the engine's base PRNG seed
 
 
 def get_config(quick: bool = False) -> ExperimentConfig:
@@ -137,63 +139,76 @@ def agreement(trainable: np.ndarray, predicted: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# Training: one compiled program per depth, vmapped over (sigma_w², seed).
+# Training: one engine program per depth, its runs every (sigma_w², seed).
+
+
+class _Task(NamedTuple):
+    """The engine's callables of one depth (the same objects each call: one compile)."""
+
+    init: Callable[..., Any]
+    loss: Callable[..., Any]
+    optimizer: Callable[..., Any]
+    evaluate: Callable[..., Any]
 
 
 @functools.cache
-def _train_program(cfg: ExperimentConfig, depth: int, d_in: int, d_out: int) -> Any:
-    """keys [R], sigma_w2 [R], minibatch indices [R, steps, batch], data -> accuracy etc. [R].
+def _task(sizes: tuple[int, ...]) -> _Task:
+    """tanh MLP callables over a run's traced ``sigma_w2``, ``sigma_b2`` and ``lr``."""
 
-    The minibatch indices are drawn outside (numpy): no sampler in the compiled
-    loop, which keeps the compile time of the program to a few seconds.
-    """
-    sizes = (d_in, *(cfg.width,) * depth, d_out)
-    optimizer = optax.sgd(cfg.lr)
+    def init(key: jax.Array, hp: Any) -> Any:
+        return mean_field_params(key, sizes, hp["sigma_w2"], hp["sigma_b2"])
 
-    def loss_fn(params: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
-        logits = js.apply_mlp(params, batch[0], "tanh")
-        return jnp.mean(js.softmax_cross_entropy(logits, batch[1]))
+    def loss(params: Any, batch: tuple[jax.Array, jax.Array], hp: Any) -> jax.Array:
+        del hp
+        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(params, batch[0], "tanh"), batch[1]))
 
-    step = js.make_train_step(loss_fn, optimizer)
-
-    def one_run(
-        key: jax.Array, sigma_w2: jax.Array, idx_TxB: jax.Array, x: jax.Array, y: jax.Array
-    ) -> dict[str, jax.Array]:
-        params = mean_field_params(key, sizes, sigma_w2, jnp.float32(cfg.sigma_b2))
-
-        def body(carry: Any, idx_B: jax.Array) -> tuple[Any, jax.Array]:
-            params, opt_state = carry
-            params, opt_state, metrics = step(params, opt_state, (x[idx_B], y[idx_B]))
-            return (params, opt_state), metrics["loss"]
-
-        init = (params, optimizer.init(params))
-        (params, _), losses = jax.lax.scan(body, init, idx_TxB)
-        logits = js.apply_mlp(params, x, "tanh")
-        finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.isfinite(logits))
+    def evaluate(params: Any, data: tuple[jax.Array, jax.Array], hp: Any) -> dict[str, jax.Array]:
+        del hp
+        logits = js.apply_mlp(params, data[0], "tanh")
         return {
-            "accuracy": jnp.where(finite, js.accuracy(logits, y), 0.0),
-            "loss": jnp.mean(js.softmax_cross_entropy(logits, y)),
-            "diverged": ~finite,
+            "accuracy": js.accuracy(logits, data[1]),
+            "loss": jnp.mean(js.softmax_cross_entropy(logits, data[1])),
+            "finite": jnp.all(jnp.isfinite(logits)),
         }
 
-    return jax.jit(jax.vmap(one_run, (0, 0, 0, None, None)))
+    return _Task(init, loss, lambda hp: optax.sgd(hp["lr"]), evaluate)
 
 
 def train_grid(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
-    """Final training accuracy ``[depths, sigma_w2, seeds]`` (and loss, divergence)."""
+    """Final training accuracy ``[depths, sigma_w2, seeds]`` (and loss, divergence).
+
+    One :func:`jaxstab.engine.train` call per depth; ``sigma_w2``, ``sigma_b2`` and
+    ``lr`` are the runs' traced values. Run ``(sigma_w2, s)`` draws from the engine's
+    seed ``s``: every ``sigma_w2`` of a seed shares the initial draw (scaled) and the
+    minibatches. A diverged run (non-finite loss, gradient or final logits) counts
+    as accuracy 0.
+    """
     data = load_digits()
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    grid = np.repeat(np.asarray(cfg.sigma_w2, np.float32), cfg.seeds)  # [G * S]
+    runs = engine.grid(cfg.seeds, sigma_w2=cfg.sigma_w2, sigma_b2=[cfg.sigma_b2], lr=[cfg.lr])
     out: dict[str, list[np.ndarray]] = {"accuracy": [], "loss": [], "diverged": []}
-    root = jax.random.key(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     for depth in cfg.depths:
-        keys = jax.random.split(jax.random.fold_in(root, depth), len(grid))
-        idx = rng.integers(0, data.n_train, (len(grid), cfg.steps, cfg.batch_size), np.int32)
-        program = _train_program(cfg, depth, data.d_in, data.num_classes)
-        res = jax.device_get(program(keys, jnp.asarray(grid), jnp.asarray(idx), x, y))
-        for k in out:
-            out[k].append(np.asarray(res[k]).reshape(len(cfg.sigma_w2), cfg.seeds))
+        task = _task((data.d_in, *(cfg.width,) * depth, data.num_classes))
+        res = engine.train(
+            task.init,
+            task.loss,
+            task.optimizer,
+            (data.x_train, data.y_train),
+            runs,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            evaluate=task.evaluate,
+            eval_data=(data.x_train, data.y_train),
+        )
+        # The engine's divergence (non-finite loss or gradient), or non-finite final logits.
+        diverged = res.diverged | ~res.evals["finite"][:, -1]
+        final = {
+            "accuracy": np.where(diverged, 0.0, res.evals["accuracy"][:, -1]),
+            "loss": res.evals["loss"][:, -1],
+            "diverged": diverged,
+        }
+        for k, v in final.items():
+            out[k].append(v.reshape(len(cfg.sigma_w2), cfg.seeds))  # the seed varies fastest
     return {k: np.stack(v) for k, v in out.items()}
 
 

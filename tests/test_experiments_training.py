@@ -22,10 +22,11 @@ import pytest
 import jaxstab as js
 from jaxstab import diagnostics
 from jaxstab.data import load_digits
-from jaxstab.experiment import Config, Result, group_configs
+from jaxstab.experiment import Config, Result, group_configs, layer_scales
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
+import _common
 import clipping_rescue
 import glorot2010_saturation as glorot
 import he2015_depth
@@ -89,7 +90,23 @@ def test_layer_snapshot_against_numpy():
     assert snap["signal_rms"].shape == snap["grad_norm"].shape == (2,)
 
 
-def test_snapshot_scan_matches_a_plain_loop():
+@pytest.mark.parametrize("sizes", [(64, 16, 16, 16, 10), (8, 16, 16, 3), (5, 7, 2)])
+def test_uniform_params_layout_and_variance(sizes):
+    bounds = layer_scales("xavier_uniform", 1.0, sizes)
+    p = jax.jit(glorot.uniform_params, static_argnums=1)(jax.random.key(3), sizes, bounds)
+    ref = js.init_mlp(jax.random.key(3), list(sizes), weight_init=js.xavier_uniform())
+    assert jax.tree.structure(p) == jax.tree.structure(ref)
+    assert jax.tree.map(lambda a: a.shape, p) == jax.tree.map(lambda a: a.shape, ref)
+    weights = [w for g in p["hidden"] for w in np.asarray(g["w"])] + [np.asarray(p["output"]["w"])]
+    for w, bound in zip(weights, bounds):
+        assert np.abs(w).max() <= bound
+        # Var U(+-b) = b²/3; the sample variance's standard error is b² sqrt(4 / (45 n)).
+        assert abs(w.var() - bound**2 / 3) <= 5 * bound**2 * math.sqrt(4 / (45 * w.size))
+    assert all(not np.asarray(g["b"]).any() for g in p["hidden"])
+
+
+def test_snapshots_match_a_plain_loop():
+    """The engine program against a Python loop of the same steps and keys."""
     config = glorot.ExperimentConfig(
         depth=2,
         width=8,
@@ -107,11 +124,10 @@ def test_snapshot_scan_matches_a_plain_loop():
     assert out["steps"].tolist() == [0, 2, 4]
     data = load_digits()
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    init_key, batch_key = jax.random.split(jax.random.key(config.seed))  # as run_experiment
-    params = js.init_mlp(
-        jax.random.fold_in(init_key, 0), out["sizes"], weight_init=js.xavier_uniform()
-    )
-    key = jax.random.split(batch_key, 1)[0]
+    # The engine's keys of run seed 0: init from the first half, minibatches the second.
+    init_key, data_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0))
+    bounds = layer_scales("xavier_uniform", 1.0, out["sizes"])
+    params = glorot.uniform_params(init_key, tuple(out["sizes"]), bounds)
 
     def loss_fn(p, batch):
         return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "tanh"), batch[1]))
@@ -120,13 +136,30 @@ def test_snapshot_scan_matches_a_plain_loop():
     step = jax.jit(js.make_train_step(loss_fn, optimizer))
     opt_state = optimizer.init(params)
     losses = [loss_fn(params, (x[:16], y[:16]))]
+    grad_norm_init = diagnostics.backward_stats(params, x[:16], y[:16], "tanh").grad_norm
     for t in range(config.steps):
-        idx = jax.random.randint(jax.random.fold_in(key, t), (4,), 0, x.shape[0])
+        idx = jax.random.randint(jax.random.fold_in(data_key, t), (4,), 0, x.shape[0])
         params, opt_state, _ = step(params, opt_state, (x[idx], y[idx]))
         if (t + 1) % config.record_every == 0:
             losses.append(loss_fn(params, (x[:16], y[:16])))
-    np.testing.assert_allclose(out["snapshots"]["loss"][0], losses, rtol=1e-4)
+    np.testing.assert_allclose(out["snapshots"]["loss"][0], losses, rtol=1e-5)
     assert not np.allclose(losses[0], losses[-1], rtol=1e-3)  # it did train
+    np.testing.assert_allclose(out["ends"]["grad_norm"][0, 0], grad_norm_init, rtol=1e-5)
+    logits = js.apply_mlp(params, jnp.asarray(data.x_test), "tanh")
+    accuracy = js.accuracy(logits, jnp.asarray(data.y_test))
+    assert out["test_accuracy"][0] == pytest.approx(float(accuracy), abs=1.5 / data.x_test.shape[0])
+
+
+def test_scalars_round_trip():
+    arrays = {"a": jnp.arange(3.0), "b": jnp.arange(8.0).reshape(2, 4), "c": jnp.float32(7)}
+    flat = _common.to_scalars(arrays)
+    assert len(flat) == 3 + 8 + 1 and all(v.shape == () for v in flat.values())
+    # As the engine returns them: a leading [runs, evals] on every scalar.
+    evals = {k: np.full((2, 3), float(v)) for k, v in flat.items()}
+    back = _common.from_scalars(evals, {k: v.shape for k, v in arrays.items()})
+    for k, v in arrays.items():
+        assert back[k].shape == (2, 3, *v.shape)
+        np.testing.assert_array_equal(back[k][1, 2], v)
 
 
 # --- he2015_depth ------------------------------------------------------------------------
@@ -269,3 +302,40 @@ def test_clipped_sgd_step_is_at_most_lr_tau():
     # tau far above: nothing is clipped and each step moves lr ||g|| << lr tau.
     assert loose["clipped_steps"] == 0 and loose["min_ratio_clipped"] is None
     assert 0 < loose["max_ratio"] < 1e-3
+
+
+def test_step_bound_steps_match_a_plain_loop():
+    """The one-step engine calls, chained, against a Python loop of the same steps and keys."""
+    data = load_digits()
+    config = clipping_rescue.ExperimentConfig(depth=2, width=8, seeds=2, bound_steps=3, clip=0.05)
+    lr = 0.5
+    got = clipping_rescue.step_bound(config, data, lr=lr)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    sizes = [data.d_in, 8, 8, data.d_out]
+    optimizer = optax.chain(js.clip_by_global_norm(config.clip), optax.sgd(lr))
+
+    def loss_fn(p, batch):
+        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "relu"), batch[1]))
+
+    step = jax.jit(js.make_train_step(loss_fn, optimizer))
+    init_key = jax.random.split(jax.random.key(config.seed))[0]  # as step_bound
+    ratios, clipped = [], []
+    for s in range(config.seeds):
+        params = js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=js.he_normal())
+        for t in range(config.bound_steps):
+            # The engine's minibatch of step 0 of run seed t * seeds + s.
+            run_key = jax.random.fold_in(jax.random.key(config.seed), t * config.seeds + s)
+            data_key = jax.random.split(run_key)[1]
+            idx = jax.random.randint(jax.random.fold_in(data_key, 0), (32,), 0, x.shape[0])
+            new, _, m = step(params, optimizer.init(params), (x[idx], y[idx]))
+            moved = jax.tree.map(
+                lambda a, b: np.asarray(a, np.float64) - np.asarray(b), new, params
+            )
+            ratios.append(math.sqrt(sum(float(np.sum(d**2)) for d in jax.tree.leaves(moved))))
+            clipped.append(bool(m["clipped"]))
+            params = new
+    ratios = np.asarray(ratios) / (lr * config.clip)
+    assert got["clipped_steps"] == sum(clipped) and got["steps"] == len(clipped)
+    assert got["max_ratio"] == pytest.approx(ratios.max(), rel=1e-6)
+    if any(clipped):
+        assert got["min_ratio_clipped"] == pytest.approx(ratios[clipped].min(), rel=1e-6)
