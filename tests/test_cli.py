@@ -396,6 +396,22 @@ def test_bad_input_exits_2_naming_the_value_and_writes_nothing(tmp_path, capsys,
     assert not out.exists() and sorted(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not npz"])
+def test_a_corrupt_dataset_file_exits_2_naming_it(tmp_path, capsys, damage):
+    data = get_dataset("mixture")
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+             y_test=data.y_test)  # fmt: skip
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"hello")
+    args = [a if a != "mixture" else str(path) for a in TINY]
+    with pytest.raises(SystemExit) as e:
+        _main("sweep", *args, "--out", tmp_path / "never")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--dataset {path}" in err and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()
+
+
 def _sweep_dir(tmp_path, reference):
     out = tmp_path / "existing"
     shutil.copytree(reference[0], out)

@@ -15,6 +15,7 @@ import math
 import shlex
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -387,6 +388,8 @@ def _load_data(source: str, loaded: dict[str, Any]) -> Any:
             loaded[source] = get_dataset(source)
         except (ValueError, OSError, ImportError) as e:
             raise ValueError(f"--dataset {source}: {e}") from None
+        except (EOFError, KeyError, zipfile.BadZipFile) as e:  # a truncated or foreign file
+            raise ValueError(f"--dataset {source} is not a readable .npz file ({e!r})") from None
     return loaded[source]
 
 
@@ -446,7 +449,9 @@ def prepare(
     if "dataset" in given:
         source = _source(given["dataset"])
     elif stored is not None:
-        source = stored["dataset"]["source"]
+        source = stored["dataset"].get("source") if isinstance(stored["dataset"], dict) else None
+        if not isinstance(source, str):
+            raise store.SweepError(f"{out / 'config.json'} is corrupt (no dataset source)")
     else:
         source = SweepSpec.make()["dataset"]
     data = _load_data(source, loaded)
@@ -456,7 +461,7 @@ def prepare(
     if stored is None:
         spec = SweepSpec.make(**given)
     else:
-        old = stored["dataset"]
+        old = stored["dataset"] if isinstance(stored["dataset"], dict) else {}
         if old.get("sha256") != digest:
             raise ValueError(
                 f"cannot resume {out}: the data set {source} (sha256 {digest[:12]}) is not the "
