@@ -29,7 +29,9 @@ def _two_processes(out, *extra):
         cmd = [sys.executable, "-m", "jaxstab", "sweep", "--distributed", *TINY,
                "--seeds", str(SEEDS), "--out", str(out), "--no-figures", *extra]  # fmt: skip
         procs.append(
-            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         )
     return [(p, *p.communicate(timeout=1800)) for p in procs]
 

@@ -446,12 +446,14 @@ def prepare(
         )
     stored = store.read_config(out) if state == "sweep" else None
     given = dict(given)
+    source: str
     if "dataset" in given:
         source = _source(given["dataset"])
     elif stored is not None:
-        source = stored["dataset"].get("source") if isinstance(stored["dataset"], dict) else None
-        if not isinstance(source, str):
+        recorded = stored["dataset"]
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("source"), str):
             raise store.SweepError(f"{out / 'config.json'} is corrupt (no dataset source)")
+        source = recorded["source"]
     else:
         source = SweepSpec.make()["dataset"]
     data = _load_data(source, loaded)
