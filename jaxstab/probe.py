@@ -1077,6 +1077,13 @@ def _eval_sub(
     prm = eqn.params
     nc, nk = prm["num_consts"], prm["num_carry"]
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
+    if sub.length == 1:  # one step: straight-line code (split_stacks' layers), stacked as a scan
+        first = jax.tree.map(lambda a: a[0], (xs, sub_slots))
+        outs, recs = _eval_scope(
+            sub.scope, sub.scope.consts, [*consts, *init, *first[0]], first[1], opts
+        )
+        stacked = jax.tree.map(lambda a: a[None], (outs[nk:], recs))
+        return [*outs[:nk], *stacked[0]], stacked[1]
 
     def body(carry: list[Any], x: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
         xs_t, slot_t = x

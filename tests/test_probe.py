@@ -5,6 +5,7 @@ Every expected value is captured from the model by other means (flax
 offsets, ``jax.grad``), never from the probe itself.
 """
 
+import doctest
 import math
 
 import chex
@@ -654,3 +655,68 @@ def test_errors_name_the_bad_value():
     tied = lambda p, x: jnp.tanh(jnp.tanh(x @ p["w"]) @ p["w"])
     with pytest.raises(ValueError, match="shares its weight"):
         probe.lsuv(tied, params, x)
+
+
+# --- flax.nnx stacked by nnx.vmap / nnx.scan; jaxstab's own MLP with remat ----------
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.tanh(self.lin(x))
+
+
+class NnxStack(nnx.Module):
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return NnxBlock(rngs)
+
+        self.blocks = make(rngs)
+        self.out = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def step(x, block):
+            return block(x)
+
+        return self.out(step(x, self.blocks))
+
+
+def test_nnx_scan_stack_equals_hand_forward():
+    graphdef, state = nnx.split(NnxStack(nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(29), (6, 8))
+    stats = jax.jit(lambda s: probe.forward(lambda s, x: nnx.merge(graphdef, s)(x), s, x))(state)
+    assert stats.names == (*(f"blocks/lin/kernel[{i}]" for i in range(3)), "out/kernel")
+    s = jax.tree.map(np.asarray, nnx.to_pure_dict(state))
+    h = np.asarray(x, np.float64)
+    for i in range(3):
+        z = h @ s["blocks"]["lin"]["kernel"][i] + s["blocks"]["lin"]["bias"][i]
+        h = np.tanh(z)
+        _assert_entry(stats, i, z, h, 1 - h**2)
+
+
+@pytest.mark.parametrize("remat", ["layer", "sqrt"])
+def test_jaxstab_mlp_remat_gives_the_same_statistics(remat):
+    params = js.init_mlp(jax.random.key(30), [4] + [8] * 10 + [3], bias_init=js.normal(0.1))
+    x = jax.random.normal(jax.random.key(31), (16, 4))
+
+    def stats(r):
+        apply = lambda p, x: js.apply_mlp(p, x, "tanh", remat=r)
+        return jax.jit(lambda p: probe.forward(apply, p, x))(params)
+
+    plain, checkpointed = stats(False), stats(remat)
+    fields = lambda s: {k: v for k, v in vars(s).items() if k not in ("names", "kinds")}
+    chex.assert_trees_all_close(fields(checkpointed), fields(plain), rtol=1e-6)
+    if remat == "layer":
+        assert checkpointed.names == plain.names
+    apply = lambda p, x: js.apply_mlp(p, x, "tanh", remat=remat)
+    assert "remat" in str(jax.make_jaxpr(lambda p: probe.forward(apply, p, x))(params))
+
+
+def test_doctests():
+    result = doctest.testmod(probe, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
