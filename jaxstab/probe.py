@@ -96,7 +96,6 @@ SATURATION_THRESHOLD = 1e-2
 """Default |phi'(z)| below which a unit counts as saturated: tanh at |z| > 3.0,
 sigmoid at |z| > 4.6; for ReLU a saturated unit is a dead one."""
 
-KINDS = ("dense", "conv", "residual", "norm")
 _LAYERS = ("dense", "conv")
 
 # ---------------------------------------------------------------------------
@@ -829,7 +828,7 @@ def _walk(
             return local.get(link[1])
         if link[0] == "invar":
             return in_links[link[1]]
-        return sub_outs.get(link[1], [])[link[2]] if link[1] in sub_outs else None
+        return sub_outs[link[1]][link[2]] if link[1] in sub_outs else None
 
     for kind, key in scope.order:
         if kind == "entry":
