@@ -284,6 +284,10 @@ def _compile_cache(enabled: bool) -> str | None:
         return str(current)
     path = compile_cache_dir()
     jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        # Also the many small programs (evaluation glue, theory curves of the figures):
+        # each is cheap to keep, and together they cost seconds per start.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return str(path)
 
 
