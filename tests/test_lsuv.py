@@ -27,7 +27,9 @@ def _reference(params, x, phi, tol, max_iters):
 
 
 def test_lsuv_gives_unit_variance_and_is_jittable():
-    params = js.init_mlp(jax.random.key(0), [8, 64, 64, 64, 64, 5], weight_init=js.orthogonal(gain=3.0))
+    params = js.init_mlp(
+        jax.random.key(0), [8, 64, 64, 64, 64, 5], weight_init=js.orthogonal(gain=3.0)
+    )
     x = jax.random.normal(jax.random.key(4), (256, 8))
     out = jax.jit(lambda p: js.lsuv(p, x, "tanh", tol=0.01))(params)
     var = jax.jit(lambda p: D.forward_stats(p, x, "tanh"))(out).variance
@@ -60,7 +62,9 @@ def test_lsuv_equals_the_reference_loop(split):
         assert len(got) == len(expected) == 3
         for w, e in zip(got, expected):
             np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-7)
-        chex.assert_trees_all_equal([g["b"] for g in out["hidden"]], [g["b"] for g in params["hidden"]])
+        chex.assert_trees_all_equal(
+            [g["b"] for g in out["hidden"]], [g["b"] for g in params["hidden"]]
+        )
 
 
 def test_lsuv_vmap_over_seeds_equals_loop():
