@@ -11,7 +11,7 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 import jaxstab as js
 
@@ -36,7 +36,9 @@ def main() -> None:
     layers = np.arange(1, measured.shape[1] + 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.semilogy(layers, measured.T, color="tab:blue", alpha=0.35, lw=1)
-    ax.semilogy(layers, np.median(measured, 0), color="tab:blue", lw=2, label="measured q (8 seeds)")
+    ax.semilogy(
+        layers, np.median(measured, 0), color="tab:blue", lw=2, label="measured q (8 seeds)"
+    )
     ax.semilogy(layers, predicted.mean(0), "k--", lw=1.5, label="mean-field prediction")
     ax.set_xlabel("layer (flax Dense_i)")
     ax.set_ylabel("q = mean z²")
