@@ -338,8 +338,8 @@ def test_two_concurrent_sweeps_on_one_directory(reference, tmp_path):
 # --- bad input ---------------------------------------------------------------------------
 
 BAD = [
-    # (flag, value, message naming the value)
-    ("--depths", "2,-4", "depth must be a positive integer, got -4"),
+    # (flag, value, the message or the words it must hold: the option and the value)
+    ("--depths", "2,-4", ["--depths: depth", "-4"]),
     ("--depths", "2,,4", "malformed list '2,,4' for --depths"),
     ("--depths", "2,2", "--depths lists the value 2 twice"),
     ("--widths", "abc", "bad width 'abc': expected an integer"),
@@ -347,22 +347,22 @@ BAD = [
     ("--inits", "he", "unknown init 'he'; valid: xavier_uniform"),
     ("--optimizers", "lbfgs", "unknown optimizer 'lbfgs'; valid: sgd, momentum, adam"),
     ("--schedules", "linear", "unknown schedule 'linear'; valid: constant, warmup_cosine"),
-    ("--lrs", "0.1,-1", "lr must be a finite number > 0, got -1.0"),
-    ("--lrs", "nan", "lr must be a finite number > 0, got nan"),
+    ("--lrs", "0.1,-1", ["--lrs: lr", "-1.0"]),
+    ("--lrs", "nan", ["--lrs: lr", "nan"]),
     ("--lrs", "0.1,0.10", "--lrs lists the value 0.1 twice ('0.1' and '0.10' are equal)"),
-    ("--clips", "none,0", "clip must be a finite number > 0, got 0.0"),
+    ("--clips", "none,0", ["--clips: clip", "0.0"]),
     ("--clips", "off", "bad clip 'off': expected a number or none"),
-    ("--momenta", "1", "momentum must be in [0, 1), got 1.0"),
-    ("--warmups", "2", "warmup must be a fraction of steps in [0, 1], got 2.0"),
-    ("--init-gains", "0", "init_gain must be a finite number > 0, got 0.0"),
-    ("--weight-decays", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
-    ("--seeds", "0", "seeds must be a positive integer, got 0"),
-    ("--seed", str(2**63), f"seed must be an integer in [0, 2**31), got {2**63}"),
+    ("--momenta", "1", ["--momenta: momentum", "1.0"]),
+    ("--warmups", "2", ["--warmups: warmup", "2.0"]),
+    ("--init-gains", "0", ["--init-gains: init_gain", "0.0"]),
+    ("--weight-decays", "-1", ["--weight-decays: weight_decay", "-1.0"]),
+    ("--seeds", "0", ["seeds", "0"]),
+    ("--seed", str(2**63), ["seed", str(2**63)]),
     ("--seed", "2**63", "bad seed '2**63': expected an integer"),
     ("--first-seed", "2147483647", "--first-seed 2147483647 with --seeds 4 runs past seed index"),
     ("--steps", "2147483648", "--steps 2147483648 is too large: at most 2147483647"),
     ("--eval-every", "3", "eval_every=3 must divide steps=8"),
-    ("--batch-size", "-1", "batch_size must be a positive integer, got -1"),
+    ("--batch-size", "-1", ["batch_size", "-1"]),
     ("--dataset", "imagenet", "unknown data set 'imagenet'; valid names: digits, teacher, mixture"),
     ("--dataset", "missing.npz", "missing.npz"),
     ("--cpu-devices", "1000", "CPU device count 1000 is out of range: 1 to"),
@@ -392,7 +392,9 @@ def test_bad_input_exits_2_naming_the_value_and_writes_nothing(tmp_path, capsys,
         _main(*args)
     err = capsys.readouterr().err
     assert e.value.code == 2
-    assert message in err.splitlines()[-1] and "Traceback" not in err
+    words = [message] if isinstance(message, str) else message
+    assert all(w in err.splitlines()[-1] for w in words), err
+    assert "Traceback" not in err
     assert not out.exists() and sorted(tmp_path.iterdir()) == []
 
 

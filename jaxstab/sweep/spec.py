@@ -211,10 +211,12 @@ class SweepSpec:
             raise ValueError(
                 f"--first-seed {first} with --seeds {n} runs past seed index {MAX_INT32} (int32)"
             )
-        base = self._config({s.field: self.values[s.option][0] for s in settings() if s.is_axis})
+        # The per-sweep values with Config's own (valid) axis defaults, then each axis
+        # value on its own, so an error names the option that holds the bad value.
+        base = Config(**{s.field: self.values[s.option] for s in settings() if not s.is_axis})
         for s in settings():
             if s.is_axis:
-                for v in self.values[s.option][1:]:
+                for v in self.values[s.option]:
                     try:
                         dataclasses.replace(base, **{s.field: v})
                     except (TypeError, ValueError) as e:
