@@ -130,7 +130,7 @@ def summarize(results: list[Result], config: ExperimentConfig) -> dict[str, Any]
     for label, clip in (("none", None), ("clip", config.clip)):
         rows = [r for r in results if r.config.clip == clip]
         final = [r.eval_train_loss[:, -1] for r in rows]
-        entry = {
+        entry: dict[str, Any] = {
             "divergence_rate": [float(np.mean(r.diverged)) for r in rows],
             "failure_rate": [float(np.mean(failed(r))) for r in rows],
             "diverged_step_median": [

@@ -219,9 +219,10 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     """Trains every (activation, init, seed) as one program of :func:`jaxstab.engine.train`.
 
     Seed ``s`` is the engine's run seed ``s`` for every activation and init, so the
-    standard and normalized, sigmoid and tanh nets of a seed share their initial draws
-    (``init_mlp``'s, from the first half of ``fold_in(key(seed), s)``) and their
-    minibatches (from the second half). The :data:`CURVES` of a snapshot are taken at
+    standard and normalized, sigmoid and tanh nets of a seed share their initial draw
+    (:func:`uniform_params`' ``U(-1, 1)``, from the first half of
+    ``split(fold_in(key(seed), s))``, scaled per init) and their minibatches (from the
+    second half). The :data:`CURVES` of a snapshot are taken at
     step 0 and after every ``record_every`` steps, the :data:`ENDS` at step 0 and after
     the last step.
 
