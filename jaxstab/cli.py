@@ -354,19 +354,16 @@ def sweep_command(args: argparse.Namespace, interrupts: _Interrupts, argv: Seque
     writer = jax.process_index() == 0
     progress = _Progress(enabled=writer and not args.quiet, profile=args.profile)
     with progress:
-        try:
-            summary = runner.run_sweep(
-                out,
-                given,
-                resume=args.resume,
-                argv=argv,
-                on_plan=lambda p: progress.start(p.spec.num_runs, p.done_runs),
-                on_group_start=progress.group_start,
-                on_group_done=progress.group_done,
-                check_interrupt=interrupts.check,
-            )
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        summary = runner.run_sweep(
+            out,
+            given,
+            resume=args.resume,
+            argv=argv,
+            on_plan=lambda p: progress.start(p.spec.num_runs, p.done_runs),
+            on_group_start=progress.group_start,
+            on_group_done=progress.group_done,
+            check_interrupt=interrupts.check,
+        )
     if summary is None:  # another process of a multi-host sweep: process 0 reports
         return 0
     for note in summary.notes:

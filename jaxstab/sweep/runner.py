@@ -567,7 +567,8 @@ def run_sweep(
       A :class:`Summary` on process 0, None on the others.
 
     Raises:
-      SweepError, ValueError: as :func:`prepare`, before anything is written.
+      SweepError: the request is refused (as :func:`prepare`), before anything
+        is written. Errors while training are not caught.
     """
     import jax
 
@@ -579,10 +580,12 @@ def run_sweep(
     if writer:
         try:
             started = _start(out, given, resume, argv, devices, loaded, lock)
-        except (store.SweepError, ValueError) as e:
+        except ValueError as e:  # a refused request (SweepError is one too)
             if jax.process_count() > 1:
                 share({"ok": False, "error": str(e)})
-            raise
+            if isinstance(e, store.SweepError):
+                raise
+            raise store.SweepError(str(e)) from None
     try:
         if started is not None:
             prepared, the_plan, notes = started
@@ -595,12 +598,19 @@ def run_sweep(
         shared = share(payload if writer else None)
         if not shared["ok"]:
             raise store.SweepError(f"process 0 refused the sweep: {shared['error']}")
-        data = prepared.data if writer else _load_data(shared["source"], loaded)
-        ok = writer or dataset_digest(data) == shared["digest"]
-        if not all_processes_agree(ok):
+        problem = ""
+        if writer:
+            data = prepared.data
+        else:
+            try:
+                data = _load_data(shared["source"], loaded)
+                if dataset_digest(data) != shared["digest"]:
+                    problem = f"the data set {shared['source']} here is not process 0's (sha256)"
+            except ValueError as e:
+                problem = str(e)
+        if not all_processes_agree(not problem):  # every process stops, not only this one
             raise store.SweepError(
-                f"the data set {shared['source']} differs between processes "
-                "(its sha256 on some process is not process 0's)"
+                problem or f"the data set {shared['source']} differs on another process"
             )
         if writer and on_plan is not None:
             on_plan(the_plan)

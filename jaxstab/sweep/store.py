@@ -72,8 +72,8 @@ LOCK_NAME = ".lock"
 _PART = re.compile(r"^(?P<name>.+)\.seeds(?P<first>\d+)-(?P<last>\d+)\.npz$")
 
 
-class SweepError(Exception):
-    """A sweep directory or one of its files cannot be used as asked (one sentence)."""
+class SweepError(ValueError):
+    """A sweep cannot run as asked: a bad request, directory or file (one sentence)."""
 
 
 def _reason(e: BaseException) -> str:
