@@ -266,9 +266,11 @@ def test_batch_function_evaluate_inspect_and_params():
         rtol=1e-6,
     )
     key = jax.random.fold_in(jax.random.key(0), 1)
-    np.testing.assert_array_equal(
+    # (The init program compiles at a lower XLA level: equal to float rounding.)
+    np.testing.assert_allclose(
         result.inspections["init"]["w0_norm"][1],
         jnp.linalg.norm(init(jax.random.split(key)[0], None)["hidden"][0]["w"]),
+        rtol=1e-6,
     )
 
 

@@ -75,11 +75,19 @@ def _where_diverged(diverged: Array, value: Array) -> Array:
     return jnp.where(diverged, -1, value)
 
 
-def _run(hp: Any, shared: dict[str, Any], st: _Static) -> dict[str, Any]:
-    """Trains one run; vmapped over a block of runs."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(shared["key"]), hp["seed"])
-    init_key, data_key = jax.random.split(key)
-    params = st.init(init_key, hp)
+def _keys(hp: Any, shared: dict[str, Any]) -> Array:
+    """A run's (init, data) keys: ``split(fold_in(key(seed), hp["seed"]))``."""
+    return jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(shared["key"]), hp["seed"]))
+
+
+def _init(hp: Any, shared: dict[str, Any], st: _Static) -> Any:
+    """One run's initial parameters; vmapped over a block, compiled on its own."""
+    return st.init(_keys(hp, shared)[0], hp)
+
+
+def _run(hp: Any, params: Any, shared: dict[str, Any], st: _Static) -> dict[str, Any]:
+    """Trains one run from its initial parameters; vmapped over a block of runs."""
+    data_key = _keys(hp, shared)[1]
     optimizer = st.optimizer(hp)
     step_fn = make_train_step(lambda p, batch: st.loss(p, batch, hp), optimizer, has_aux=st.has_aux)
     data, eval_data = shared["data"], shared["eval_data"]
@@ -138,9 +146,16 @@ def _run(hp: Any, shared: dict[str, Any], st: _Static) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=128)
-def _program(st: _Static) -> Callable[..., Any]:
-    """The jitted block program of one static structure (compiled per device by _blocks)."""
-    return jax.jit(jax.vmap(functools.partial(_run, st=st), in_axes=(0, None)))
+def _programs(st: _Static) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The jitted block programs (init, train) of one static structure.
+
+    Two programs: the initialization runs once per run, so it compiles at a low
+    optimization level (see ``_blocks.INIT_OPTIONS``); its parameters stay on the
+    device and feed the training program.
+    """
+    init = jax.jit(jax.vmap(functools.partial(_init, st=st), in_axes=(0, None)))
+    run = jax.jit(jax.vmap(functools.partial(_run, st=st), in_axes=(0, 0, None)))
+    return init, run
 
 
 def _base_key(seed: Any) -> np.ndarray:
@@ -346,11 +361,13 @@ def train(
     st = dataclasses.replace(st, has_aux=has_aux)
     shared = {"key": _base_key(seed), "data": data, "eval_data": eval_data}
     timings = {"check": time.perf_counter() - t0}
+    init_program, train_program = _programs(st)
     out = run_blocks(
-        _program(st),
+        train_program,
         runs,
         shared,
         n_runs=n_runs,
+        init_program=init_program,
         devices=devices,
         block_size=block_size,
         timings=timings,
