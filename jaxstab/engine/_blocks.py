@@ -154,7 +154,9 @@ def run_blocks(
 
         gathered = multihost_utils.process_allgather(local, tiled=False)  # [proc, my, block...]
         # Block i lives at (i % n_proc, i // n_proc): interleave back to block order.
-        local = jax.tree.map(lambda a: np.swapaxes(np.asarray(a), 0, 1), gathered)
+        local = jax.tree.map(
+            lambda a: np.swapaxes(np.asarray(a), 0, 1).reshape(-1, *np.shape(a)[2:]), gathered
+        )
     out = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n_runs], local)
     if timings is not None:
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
