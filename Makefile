@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 RUN_ARGS ?=
 OUT ?= runs/default
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-test clean
 
 $(VENV)/.stamp-all: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,13 @@ lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/mypy
 
 test: lint
-	$(VENV)/bin/pytest -n 2 --durations=15
+	$(VENV)/bin/pytest -n 2 --durations=15 -m "not bench"
 
-bench: $(VENV)/.stamp-bench
+# The benchmark machinery end to end at toy size (whole processes; several minutes).
+bench-test: $(VENV)/.stamp-bench
+	$(VENV)/bin/pytest -n 2 -m bench tests/test_benchmarks.py
+
+bench: bench-test
 	$(PY) -m benchmarks
 
 clean:

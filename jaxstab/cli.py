@@ -155,6 +155,14 @@ class _Interrupts:
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+        # Inside a garbage-collector callback (jax registers one) Python would print
+        # the exception as "ignored" with a traceback and go on: only remember it
+        # there; the next check() stops the sweep.
+        f = frame
+        while f is not None:
+            if f.f_code.co_name.endswith("gc_callback"):
+                return
+            f = f.f_back
         raise KeyboardInterrupt
 
     def check(self) -> None:

@@ -98,7 +98,7 @@ def test_tiny_in_process_sections(tmp_path):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_tiny_whole_process_sections(tmp_path):
     text, raw = _tiny_report(tmp_path, "time_to_result,dispatch")
     _check_goals(text, raw)

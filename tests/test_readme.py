@@ -18,7 +18,9 @@ def test_readme_python_blocks_run(capsys):
     assert "clipped" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["_mlp", "_train", "data", "theory"])
+@pytest.mark.parametrize(
+    "name", ["_mlp", "_train", "data", "theory._maps", "theory._critical", "engine._runs"]
+)
 def test_doctests_in_the_package(name):
     module = importlib.import_module(f"jaxstab.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

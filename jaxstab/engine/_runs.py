@@ -54,8 +54,8 @@ def grid(seeds: int | Sequence[int], **axes: Sequence[Any]) -> dict[str, np.ndar
 
     Example:
       >>> runs = grid(2, lr=[0.1, 0.01])
-      >>> runs["seed"].tolist(), runs["lr"].tolist()
-      ([0, 1, 0, 1], [0.1..., 0.1..., 0.01..., 0.01...])
+      >>> runs["seed"].tolist(), runs["lr"].astype(str).tolist()
+      ([0, 1, 0, 1], ['0.1', '0.1', '0.01', '0.01'])
     """
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         if seeds < 1:
