@@ -106,7 +106,8 @@ def run_blocks(
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
         ``"compile"`` (XLA, all devices in parallel) and ``"run"`` entries, and
-        the number of newly compiled executables to ``"executables"``.
+        the number of newly compiled programs (one per device; an
+        ``init_program`` is counted with its program) to ``"executables"``.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
@@ -160,7 +161,9 @@ def run_blocks(
     out = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n_runs], local)
     if timings is not None:
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
-        new = _compiled.cache_info().misses - misses
+        # The init and training executables of a device are compiled together:
+        # count programs (training executables, one per device), not stages.
+        new = (_compiled.cache_info().misses - misses) // len(stages)
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
         timings["run"] = timings.get("run", 0.0) + time.perf_counter() - t1
