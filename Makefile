@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 RUN_ARGS ?=
 OUT ?= runs/default
 
-.PHONY: run test lint bench bench-test clean
+.PHONY: run test lint bench bench-test findings clean
 
 $(VENV)/.stamp-all: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-test: $(VENV)/.stamp-bench
 
 bench: bench-test
 	$(PY) -m benchmarks
+
+# docs/findings.md from the committed full-config results in experiments/results/.
+findings: $(VENV)/.stamp-all
+	$(PY) experiments/_findings.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -88,6 +88,105 @@ def _strict_json(value: Any) -> Any:
     return value
 
 
+# --- claims as code -----------------------------------------------------------------
+
+#: The fields every claim carries (``note`` is optional).
+CLAIM_FIELDS = ("claim", "source", "published", "measured", "interval", "n", "rule", "agrees")
+
+
+def claim(
+    claim: str,
+    *,
+    source: str,
+    published: Any,
+    measured: Any,
+    interval: Sequence[float] | None,
+    n: int | None,
+    rule: str,
+    agrees: bool | None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """One published claim checked against a measurement: what ``results.json`` records.
+
+    Args:
+      claim: the paper's statement, in words.
+      source: where it is stated: paper (authors, year), section, figure or equation.
+      published: the published value, or the statement's quantitative content as text.
+      measured: the measured value (a number; text only for a composite measurement).
+      interval: the measured value's 95% interval ``[low, high]``, or None where the
+        value is exact (a closed form, a count) -- then ``note`` says why.
+      n: the sample size behind ``measured`` (seeds, matrices, runs), or None.
+      rule: the rule that decides agreement, stated before looking at the data.
+      agrees: the verdict; None marks a claim whose source could not be checked
+        (unverified), and ``note`` says why.
+      note: anything a reader needs to weigh the verdict.
+
+    Returns:
+      The claim as a dict with the keys of :data:`CLAIM_FIELDS` (and ``note``).
+
+    Raises:
+      ValueError: an interval that is not two ordered numbers, a verdict that is not
+        True, False or None, or a missing note where one is required.
+    """
+    if agrees is not None and not isinstance(agrees, bool | np.bool_):
+        raise ValueError(f"claim {claim!r}: agrees={agrees!r}; use True, False or None")
+    if interval is not None:
+        lo, hi = (float(v) for v in interval)
+        if not lo <= hi:
+            raise ValueError(f"claim {claim!r}: interval={interval!r} is not [low, high]")
+        interval = [lo, hi]
+    if (interval is None or agrees is None) and not note:
+        raise ValueError(f"claim {claim!r}: no interval or no verdict needs a note saying why")
+    out = {
+        "claim": claim,
+        "source": source,
+        "published": published,
+        "measured": measured,
+        "interval": interval,
+        "n": None if n is None else int(n),
+        "rule": rule,
+        "agrees": None if agrees is None else bool(agrees),
+    }
+    if note:
+        out["note"] = note
+    return out
+
+
+def check_claims(claims: Sequence[Mapping[str, Any]]) -> None:
+    """Raises ValueError naming the first claim that lacks a field of :data:`CLAIM_FIELDS`."""
+    if not claims:
+        raise ValueError("an experiment records at least one claim")
+    for c in claims:
+        missing = [f for f in CLAIM_FIELDS if f not in c]
+        if missing:
+            raise ValueError(f"claim {c.get('claim')!r} lacks {missing}; build it with claim()")
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a result: the library versions, the backend and the git commit."""
+    import subprocess
+
+    import jax
+
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "commit": commit,
+    }
+
+
 def write_results(
     workdir: Path,
     *,
@@ -109,16 +208,18 @@ def write_results(
       quick: whether the quick config ran.
       config: the ``ExperimentConfig`` (stored as ``dataclasses.asdict``) or a dict.
       measured: the measured numbers.
-      claims: one dict per published claim (claim, published, measured, tolerance, agrees).
+      claims: one dict per published claim, built with :func:`claim`.
       figures: the PNG file names written into ``workdir``.
 
     Returns:
-      ``{"experiment", "quick", "config", "measured", "claims", "figures"}``, what
+      ``{"provenance", "experiment", "quick", "config", "measured", "claims", "figures"}``, what
       ``main()`` returns.
     """
+    check_claims(claims)
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     result = {
+        "provenance": provenance(),
         "experiment": experiment,
         "quick": quick,
         "config": config,
