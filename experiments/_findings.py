@@ -172,10 +172,21 @@ def render(results: Path = RESULTS) -> str:
     return "\n".join([HEADER, contents + ".\n", *sections])
 
 
-def collect(runs: Path, results: Path = RESULTS, figures: Path = FIGURES) -> list[str]:
+def collect(
+    runs: Path,
+    names: Sequence[str] = EXPERIMENTS,
+    results: Path = RESULTS,
+    figures: Path = FIGURES,
+) -> list[str]:
     """Copies each full-config ``runs/<name>/results.json`` and its figures in.
 
     A quick-config result is refused: the findings are the full configs' numbers.
+
+    Args:
+      runs: the directory holding one workdir per experiment.
+      names: the experiments to collect (those without a result there are skipped).
+      results: where the committed results go.
+      figures: where the findings page's figures go.
 
     Returns:
       The names of the experiments collected.
@@ -183,7 +194,7 @@ def collect(runs: Path, results: Path = RESULTS, figures: Path = FIGURES) -> lis
     from jaxstab.sweep import write_text
 
     collected = []
-    for name in EXPERIMENTS:
+    for name in names:
         path = runs / name / "results.json"
         if not path.exists():
             continue
@@ -201,9 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate docs/findings.md from results.")
     parser.add_argument("--check", action="store_true", help="exit 1 if findings.md is stale")
     parser.add_argument("--collect", type=Path, help="a runs directory to copy results from")
+    parser.add_argument("--no-render", action="store_true", help="collect only")
+    parser.add_argument("names", nargs="*", help="the experiments to collect (default: all)")
     args = parser.parse_args(argv)
     if args.collect:
-        print("collected:", ", ".join(collect(args.collect)) or "nothing")
+        done = collect(args.collect, args.names or EXPERIMENTS)
+        print("collected:", ", ".join(done) or "nothing")
+    if args.no_render:
+        return 0
     text = render()
     if args.check:
         if FINDINGS.read_text() != text:
