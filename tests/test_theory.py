@@ -285,9 +285,33 @@ def test_homogeneous_activations_have_no_critical_point_with_bias(name):
     with pytest.raises(ValueError, match=r"no critical point at sigma_b2=0\.3"):
         theory.critical(name, 0.3)
     # Traced, the same answer is NaN (never the plausible 2).
-    traced = jax.vmap(lambda s: theory.critical_sigma_w2(name, s))(jnp.array([0.0, 0.3, 2.0]))
+    traced = jax.vmap(lambda s: theory.critical_sigma_w2(name, s))(
+        jnp.array([0.0, 0.3, 2.0, 1e-6, 1e-30])
+    )
     assert float(traced[0]) == pytest.approx(sigma_w2, rel=1e-5)
     assert np.isnan(traced[1:]).all()
+    # However small the bias: q' = q + sigma_b2 still grows without bound, though by
+    # less than float32 rounding of q = 1 per layer (the length map alone would read it
+    # as a fixed point). Also in float64, and named with the valid choice.
+    for sigma_b2 in (1e-6, 1e-12, 1e-30):
+        with pytest.raises(ValueError, match=r"q\* = inf.*use sigma_b2=0"):
+            theory.critical_sigma_w2(name, sigma_b2)
+    with jax.enable_x64(True):
+        assert float(theory.critical_sigma_w2(name, 0.0)) == pytest.approx(sigma_w2, rel=1e-12)
+        for sigma_b2 in (0.3, 1e-6, 1e-300):
+            with pytest.raises(ValueError, match=r"q\* = inf.*use sigma_b2=0"):
+                theory.critical_sigma_w2(name, sigma_b2)
+
+
+@pytest.mark.parametrize("name", ["tanh", "elu", "selu"])
+def test_smooth_activations_keep_their_critical_point_at_tiny_bias(name):
+    # The exact test for positively homogeneous activations leaves the others alone:
+    # their critical sigma_w2 is continuous in sigma_b2 -> 0+, with chi1 = 1 there.
+    at_zero = float(theory.critical_sigma_w2(name, 0.0))
+    tiny = float(theory.critical_sigma_w2(name, 1e-12))
+    assert tiny == pytest.approx(at_zero, rel=2e-3)
+    sigma_w2 = theory.critical_sigma_w2(name, 0.05)
+    assert float(theory.chi1(name, sigma_w2, 0.05)) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_leaky_relu_critical_point():

@@ -43,6 +43,22 @@ def _critical_line_point(phi: Activation, q: Array) -> tuple[Array, Array]:
     return sigma_w2, sigma_w2 * excess
 
 
+def _positively_homogeneous(phi: Activation) -> Array:
+    """Whether ``phi(2 x) = 2 phi(x)`` at every quadrature node (to 4 ulps).
+
+    A positively homogeneous activation (ReLU, leaky ReLU, the identity: ``phi(a x) =
+    a phi(x)`` for ``a > 0``) has ``E[phi'(u)^2] = E[phi(u)^2] / q`` at every ``q``, so
+    where ``chi1 = 1`` its length map is ``q' = q + sigma_b2``: a finite fixed point
+    exists only at ``sigma_b2 = 0``. Scaling by 2 is exact in binary floating point,
+    so such activations pass exactly; smooth ones (tanh, GELU, softplus, ELU) fail
+    by far at some node.
+    """
+    z, _ = gauss_rule()
+    eps = jnp.finfo(z.dtype).eps
+    a, b = phi(2.0 * z), 2.0 * phi(z)
+    return jnp.all(jnp.abs(a - b) <= 4.0 * eps * jnp.maximum(jnp.abs(a), jnp.abs(b)))
+
+
 def _chi1_from_one(phi: Activation, sigma_w2: Array, sigma_b2: Array) -> Array:
     """chi1 at the fixed point reached from ``q0 = 1`` (the convention of :func:`chi1`)."""
     q = q_star_traced(phi, sigma_w2, sigma_b2, jnp.ones_like(sigma_w2))
@@ -93,8 +109,14 @@ def _critical_sigma_w2_traced(phi: Activation, sigma_b2: Array) -> tuple[Array, 
     # large-q limit, where chi1 -> 1 (ReLU, leaky ReLU and linear at sigma_b2 > 0:
     # q' = q + sigma_b2 at sigma_w2 = 2, resp. 1). It is no critical point: the
     # pre-activations grow without bound, layer after layer.
+    # Iterating the length map detects that only where sigma_b2 is large enough for
+    # q to outgrow rounding within the iteration budget (in float32 not below about
+    # 1e-5, in float64 never at sigma_b2 = 1e-6), so positively homogeneous
+    # activations are decided exactly, by their structure: any sigma_b2 > 0 has q* = inf.
     q_there = q_star_traced(phi, sigma_w2, sigma_b2, one)
-    infinite_q = (sigma_w2 == sigma_w2_line) & jnp.isinf(q_there)
+    infinite_q = ((sigma_w2 == sigma_w2_line) & jnp.isinf(q_there)) | (
+        _positively_homogeneous(phi) & (sigma_b2 > 0)
+    )
     status = jnp.where(
         ~ok,
         _INVALID,
@@ -149,7 +171,9 @@ def critical_sigma_w2(activation: ActivationLike, sigma_b2: ArrayLike = 0.0) -> 
     where the length map ``q' = q + sigma_b2`` has a fixed point only at
     ``sigma_b2 = 0``. The only critical point of ReLU is ``(2, 0)`` (He
     initialization); likewise ``(2 / (1 + a^2), 0)`` for leaky ReLU with slope ``a``
-    and ``(1, 0)`` for the identity. Tanh: 1 at ``sigma_b2 = 0``, growing with
+    and ``(1, 0)`` for the identity. Such positively homogeneous activations are
+    recognized exactly (``phi(2 x) = 2 phi(x)``), so every ``sigma_b2 > 0``, however
+    far below rounding of ``q``, is refused. Tanh: 1 at ``sigma_b2 = 0``, growing with
     ``sigma_b2``.
 
     Where there is no critical point (that, or ``chi1`` never crossing 1 below
