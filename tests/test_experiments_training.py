@@ -3,7 +3,8 @@ clipping_rescue (their notebooks run the quick configs end to end).
 
 Here: the pure helpers against hand computations, the scanned snapshot loop against a
 plain Python loop of the same steps, the per-layer signal scaling at init against mean
-field (in standard errors over seeds), and the ``lr tau`` bound of clipped SGD.
+field (in standard errors over seeds). clipping_rescue's own tests are in
+tests/test_exp_clipping_rescue.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 import jaxstab as js
 from jaxstab import diagnostics
 from jaxstab.data import load_digits
-from jaxstab.experiment import Config, Result, group_configs, layer_scales
+from jaxstab.experiment import group_configs, layer_scales
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -213,129 +214,3 @@ def test_init_signal_slope_matches_mean_field(init):
     se = slopes.std(ddof=1) / math.sqrt(seeds)
     assert abs(slopes.mean() - predicted) < 4 * se + 2.5 / (width * math.log(2))
     assert he2015_depth.log2_slope(q) == pytest.approx(slopes.mean(), abs=1e-9)
-
-
-# --- clipping_rescue ----------------------------------------------------------------------
-
-
-def test_learning_rates_are_log_spaced():
-    config = clipping_rescue.ExperimentConfig(lr_min=0.01, lr_max=10.0, num_lrs=4)
-    assert clipping_rescue.learning_rates(config) == [0.01, 0.1, 1.0, 10.0]
-    lrs = clipping_rescue.learning_rates(clipping_rescue.get_config())
-    ratios = np.diff(np.log(lrs))
-    np.testing.assert_allclose(ratios, ratios.mean(), atol=2e-3)  # 3 significant digits
-
-
-def test_largest_stable_lr_by_hand():
-    largest = clipping_rescue.largest_stable_lr
-    assert largest([0.1, 0.3, 1.0, 3.0], [0.0, 0.0, 0.5, 0.0]) == 0.3  # 3.0 is past a failure
-    assert largest([3.0, 1.0, 0.3, 0.1], [0.0, 0.5, 0.0, 0.0]) == 0.3  # any order
-    assert largest([0.1, 0.3], [0.2, 0.0]) is None
-    assert largest([0.1, 0.3], [0.0, 0.0]) == 0.3
-
-
-def _result(config: Config, final: list[float], diverged: list[bool], clip_rate: float) -> Result:
-    """A two-step result: losses (2.3, final) per seed, a clip_rate of the steps clipped,
-    gradient norms 2 until a seed diverges (at step 1) and 1e30 after."""
-    seeds = len(final)
-    loss = np.array([[2.3, v] for v in final], np.float32)
-    return Result(
-        config=dataclasses.replace(config, seeds=seeds),
-        train_loss=loss,
-        grad_norm=np.where(np.array(diverged)[:, None] & (np.arange(2) >= 1), 1e30, 2.0),
-        clipped=np.tile(np.arange(2) < round(2 * clip_rate), (seeds, 1)),
-        eval_steps=np.array([0, 1]),
-        eval_train_loss=loss,
-        test_loss=loss,
-        test_accuracy=np.zeros((seeds, 2), np.float32),
-        diverged=np.array(diverged),
-        diverged_step=np.where(diverged, 1, -1),
-        layer_stats={"final/dead_fraction": np.full((seeds, 3), 0.25)},
-    )
-
-
-def test_failed_and_summary_by_hand():
-    config = clipping_rescue.ExperimentConfig(lr_min=0.1, lr_max=1.0, num_lrs=2)
-    c_low, c_high, k_low, k_high = clipping_rescue.engine_configs(config)
-    results = [
-        _result(c_low, [0.5, 2.4, 0.7], [False, False, False], 0.0),
-        _result(c_high, [np.nan, np.nan, np.nan], [True, True, True], 0.0),
-        _result(k_low, [0.5, 0.6, 0.7], [False, False, False], 1.0),
-        _result(k_high, [0.4, np.nan, 0.6], [False, True, False], 0.5),
-    ]
-    assert clipping_rescue.failed(results[0]).tolist() == [False, True, False]  # 2.4 >= ln 10
-    m = clipping_rescue.summarize(results, config)
-    assert m["lrs"] == [0.1, 1.0]
-    assert m["none"]["failure_rate"] == pytest.approx([1 / 3, 1.0])
-    assert m["none"]["divergence_rate"] == pytest.approx([0.0, 1.0])
-    assert m["none"]["final_loss_median"][1] is None
-    assert m["none"]["largest_stable_lr"] is None
-    assert m["clip"]["failure_rate"] == pytest.approx([0.0, 1 / 3])
-    assert m["clip"]["final_loss_median"] == pytest.approx([0.6, 0.5])
-    # Over the steps before divergence: seed 1 of the last run counts only its step 0.
-    assert m["clip"]["clip_rate"] == pytest.approx([1.0, 3 / 5])
-    assert m["clip"]["largest_stable_lr"] == 0.1
-    assert m["clip"]["dead_fraction_final"] == pytest.approx([0.25, 0.25])
-    # The frozen steps after a divergence (norm 1e30) are left out of the norms.
-    assert m["none"]["grad_norm_percentiles"][1] == pytest.approx([2.0] * 5)
-    assert clipping_rescue.live_steps(results[3]).tolist() == [[1, 1], [1, 0], [1, 1]]
-
-
-def test_all_learning_rates_and_clip_settings_share_one_program():
-    config = clipping_rescue.get_config(quick=True)
-    configs = clipping_rescue.engine_configs(config)
-    assert len(configs) == 2 * config.num_lrs
-    assert len(group_configs(configs)) == 1
-
-
-def test_clipped_sgd_step_is_at_most_lr_tau():
-    data = load_digits()
-    config = clipping_rescue.ExperimentConfig(depth=2, width=8, seeds=2, bound_steps=4, clip=1e-3)
-    tight = clipping_rescue.step_bound(config, data, lr=0.5)
-    # tau far below every gradient norm: every step is clipped and moves exactly lr tau.
-    assert tight["clipped_steps"] == tight["steps"] == 8
-    # Within float32 rounding: eps/2 ||theta|| / (lr tau) for the update, sqrt(N) eps for norms.
-    assert 0 < tight["rounding"] < 1e-2
-    assert abs(tight["max_ratio"] - 1) <= tight["rounding"]
-    assert abs(tight["min_ratio_clipped"] - 1) <= tight["rounding"]
-    loose = clipping_rescue.step_bound(dataclasses.replace(config, clip=1e6), data, lr=0.5)
-    # tau far above: nothing is clipped and each step moves lr ||g|| << lr tau.
-    assert loose["clipped_steps"] == 0 and loose["min_ratio_clipped"] is None
-    assert 0 < loose["max_ratio"] < 1e-3
-
-
-def test_step_bound_steps_match_a_plain_loop():
-    """The one-step engine calls, chained, against a Python loop of the same steps and keys."""
-    data = load_digits()
-    config = clipping_rescue.ExperimentConfig(depth=2, width=8, seeds=2, bound_steps=3, clip=0.05)
-    lr = 0.5
-    got = clipping_rescue.step_bound(config, data, lr=lr)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    sizes = [data.d_in, 8, 8, data.d_out]
-    optimizer = optax.chain(js.clip_by_global_norm(config.clip), optax.sgd(lr))
-
-    def loss_fn(p, batch):
-        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "relu"), batch[1]))
-
-    step = jax.jit(js.make_train_step(loss_fn, optimizer))
-    init_key = jax.random.split(jax.random.key(config.seed))[0]  # as step_bound
-    ratios, clipped = [], []
-    for s in range(config.seeds):
-        params = js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=js.he_normal())
-        for t in range(config.bound_steps):
-            # The engine's minibatch of step 0 of run seed t * seeds + s.
-            run_key = jax.random.fold_in(jax.random.key(config.seed), t * config.seeds + s)
-            data_key = jax.random.split(run_key)[1]
-            idx = jax.random.randint(jax.random.fold_in(data_key, 0), (32,), 0, x.shape[0])
-            new, _, m = step(params, optimizer.init(params), (x[idx], y[idx]))
-            moved = jax.tree.map(
-                lambda a, b: np.asarray(a, np.float64) - np.asarray(b), new, params
-            )
-            ratios.append(math.sqrt(sum(float(np.sum(d**2)) for d in jax.tree.leaves(moved))))
-            clipped.append(bool(m["clipped"]))
-            params = new
-    ratios = np.asarray(ratios) / (lr * config.clip)
-    assert got["clipped_steps"] == sum(clipped) and got["steps"] == len(clipped)
-    assert got["max_ratio"] == pytest.approx(ratios.max(), rel=1e-6)
-    if any(clipped):
-        assert got["min_ratio_clipped"] == pytest.approx(ratios[clipped].min(), rel=1e-6)
