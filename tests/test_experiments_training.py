@@ -23,7 +23,7 @@ import pytest
 import jaxstab as js
 from jaxstab import diagnostics
 from jaxstab.data import load_digits
-from jaxstab.experiment import group_configs, layer_scales
+from jaxstab.experiment import layer_scales
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -163,54 +163,4 @@ def test_scalars_round_trip():
         np.testing.assert_array_equal(back[k][1, 2], v)
 
 
-# --- he2015_depth ------------------------------------------------------------------------
-
-
-def test_seed_summary_by_hand():
-    s = he2015_depth.seed_summary(np.array([0.1, 0.2, 0.3, 2.30, np.nan]), stall_margin=0.05)
-    assert s["median"] == pytest.approx(0.25)
-    assert s["q25"] == pytest.approx(0.175) and s["q75"] == pytest.approx(0.8)
-    assert (s["min"], s["max"]) == pytest.approx((0.1, 2.3))
-    assert s["stalled_fraction"] == pytest.approx(1 / 5)  # only 2.30 > ln 10 - 0.05
-    assert s["diverged"] == 1
-
-
-def test_log2_slope_of_a_geometric_profile():
-    layers = np.arange(6)
-    q = np.stack([4.0 * 2.0**-layers, 0.5 * 2.0**-layers])
-    assert he2015_depth.log2_slope(q) == pytest.approx(-1.0)
-    assert he2015_depth.log2_slope(np.ones((3, 6))) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_one_program_per_depth():
-    config = he2015_depth.get_config(quick=True)
-    groups = group_configs(he2015_depth.engine_configs(config))
-    assert len(groups) == len(config.depths)
-    assert all({c.init for c in g} == set(config.inits) for g in groups)
-
-
-@pytest.mark.parametrize("init", ["xavier_normal", "he_normal"])
-def test_init_signal_slope_matches_mean_field(init):
-    """log2 q^l falls by log2(sigma_w^2 / 2) per layer: -1 for Xavier, 0 for He (ReLU).
-
-    Tolerance: 4 standard errors over seeds, plus the finite-width shift of the typical
-    q, at most 2.5 / (n ln 2) per layer (Hanin 2018).
-    """
-    seeds, width, depth = 16, 64, 10
-    x = jnp.asarray(load_digits().x_train[:128])
-    sizes = [x.shape[1], *[width] * depth, 10]
-    weight_init = js.get_initializer(init)
-    keys = jax.random.split(jax.random.key(1), seeds)
-
-    @jax.jit
-    @jax.vmap
-    def second_moments(key):
-        params = js.init_mlp(key, sizes, weight_init=weight_init)
-        return diagnostics.forward_stats(params, x, "relu").second_moment
-
-    q = np.asarray(second_moments(keys), np.float64)
-    slopes = np.array([he2015_depth.log2_slope(q[s : s + 1]) for s in range(seeds)])
-    predicted = math.log2(he2015_depth.SIGMA_W2[init] / 2)
-    se = slopes.std(ddof=1) / math.sqrt(seeds)
-    assert abs(slopes.mean() - predicted) < 4 * se + 2.5 / (width * math.log(2))
-    assert he2015_depth.log2_slope(q) == pytest.approx(slopes.mean(), abs=1e-9)
+# --- he2015_depth: tests/test_exp_he2015_depth.py ----------------------------------------
