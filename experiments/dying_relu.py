@@ -578,11 +578,11 @@ The remedies are less clean than the one-line claim. Leaky ReLU (slope
 {cfg["leaky_slope"]}) has no exactly-zero unit in exact arithmetic{leaky_text}
 A constant positive bias of {cfg["positive_bias"]} with He weights lowers the per-input
 death rate at `L = 10` (N = {" / ".join(map(str, widths))}: {bias_ten}, against {zero_ten}
-with zero bias) but does not remove it, likely because the pre-activation scale grows with depth while
-the bias stays fixed, and a zero layer, though followed by live units, maps every input
-that died there to the same output. The positive-bias remedy is marked unverified: its
-source is REFERENCE.md, not the paper's abstract, which names only a randomized asymmetric
-initialization (not tested here).
+with zero bias) but does not remove it, likely because the pre-activation scale grows
+with depth while the bias stays fixed, and a zero layer, though followed by live units,
+maps every input that died there to the same output. The positive-bias remedy is
+marked unverified: its source is REFERENCE.md, not the paper's abstract, which names
+only a randomized asymmetric initialization (not tested here).
 """
 
 
