@@ -410,7 +410,7 @@ def _correlation_traces(
             w = jax.random.normal(kw, (width, width), jnp.float32).astype(h.dtype)
             b = jax.random.normal(kb, (width,), jnp.float32).astype(h.dtype)
             scale = jnp.sqrt(sigma_w2 / width)[:, None, None]
-            h = scale * (jnp.tanh(h) @ w) + jnp.sqrt(sigma_b2) * b
+            h = scale * (jnp.tanh(h) @ w) + jnp.sqrt(sigma_b2) * b[None, None, :]
             return h, stats(h)
 
         _, (gaps, cs) = jax.lax.scan(layer, h, jax.random.split(k_layers, depth))

@@ -12,16 +12,13 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxstab as js
-from jaxstab.data import load_digits
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 
 import dying_relu
-import phase_diagram
 import signal_propagation
 
 # --------------------------------------------------------------------------------------
@@ -152,72 +149,3 @@ def test_signal_propagation_params_layout_and_variances():
     # Sample variances against sigma^2, within 5 standard errors sigma^2 sqrt(2 / n).
     assert abs(w.var() - sw2 / width) <= 5 * (sw2 / width) * math.sqrt(2 / w.size)
     assert abs(b.var() - sb2) <= 5 * sb2 * math.sqrt(2 / b.size)
-
-
-# --------------------------------------------------------------------------------------
-# phase_diagram
-
-
-@pytest.mark.parametrize("sizes", [(64, 64, 64, 64, 10), (8, 16, 16, 3), (5, 7, 2)])
-def test_phase_diagram_params_have_init_mlp_layout(sizes):
-    p = jax.eval_shape(lambda: phase_diagram.mean_field_params(jax.random.key(1), sizes, 2.0, 0.05))
-    ref = jax.eval_shape(lambda: js.init_mlp(jax.random.key(1), list(sizes)))
-    assert jax.tree.structure(p) == jax.tree.structure(ref)
-    assert jax.tree.map(lambda a: a.shape, p) == jax.tree.map(lambda a: a.shape, ref)
-    out = jax.eval_shape(lambda q: js.apply_mlp(q, jnp.ones((2, sizes[0])), "tanh"), p)
-    assert out.shape == (2, sizes[-1])
-
-
-def test_phase_diagram_params_variances():
-    sizes = (32, 128, 128, 128, 10)
-    sw2, sb2 = 2.5, 0.05
-    p = phase_diagram.mean_field_params(jax.random.key(2), sizes, sw2, sb2)
-    w_in = np.asarray(p["hidden"][0]["w"])
-    w_hidden = np.asarray(p["hidden"][1]["w"])
-    b = np.concatenate([np.asarray(g["b"]).ravel() for g in p["hidden"]])
-    for w, fan_in in ((w_in, 32), (w_hidden, 128)):
-        v = sw2 / fan_in
-        assert abs(w.var() - v) <= 5 * v * math.sqrt(2 / w.size)
-    assert abs(b.var() - sb2) <= 5 * sb2 * math.sqrt(2 / b.size)
-
-
-def test_phase_diagram_train_grid_matches_a_plain_loop():
-    """The engine program of one depth against a Python loop of the same steps and keys."""
-    cfg = phase_diagram.ExperimentConfig(
-        sigma_w2=(1.0, 3.0), depths=(2,), width=8, seeds=2, steps=3, batch_size=8, lr=0.1
-    )
-    got = phase_diagram.train_grid(cfg)
-    assert got["accuracy"].shape == (1, 2, 2)
-    data = load_digits()
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    sizes = (data.d_in, 8, 8, data.num_classes)
-
-    def loss_fn(p, batch):
-        return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "tanh"), batch[1]))
-
-    optimizer = optax.sgd(cfg.lr)
-    step = jax.jit(js.make_train_step(loss_fn, optimizer))
-    for i, sw2 in enumerate(cfg.sigma_w2):
-        for s in range(cfg.seeds):
-            # The engine's keys of run seed s: init from the first half, minibatches the second.
-            init_key, data_key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), s))
-            params = phase_diagram.mean_field_params(init_key, sizes, sw2, cfg.sigma_b2)
-            opt_state = optimizer.init(params)
-            for t in range(cfg.steps):
-                idx = jax.random.randint(jax.random.fold_in(data_key, t), (8,), 0, x.shape[0])
-                params, opt_state, _ = step(params, opt_state, (x[idx], y[idx]))
-            logits = js.apply_mlp(params, x, "tanh")
-            loss = float(jnp.mean(js.softmax_cross_entropy(logits, y)))
-            assert got["loss"][0, i, s] == pytest.approx(loss, rel=1e-5)
-            # An argmax near a tie may flip under rounding: one example of slack.
-            assert abs(got["accuracy"][0, i, s] - float(js.accuracy(logits, y))) <= 1.5 / len(y)
-    assert not got["diverged"].any()
-
-
-def test_predicted_trainable_and_agreement_by_hand():
-    depths = np.array([10, 30])
-    xi_c = np.array([1.0, 4.0, np.inf])  # 6 xi_c = 6, 24, inf
-    predicted = phase_diagram.predicted_trainable(depths, xi_c)
-    np.testing.assert_array_equal(predicted, [[False, True, True], [False, False, True]])
-    measured = np.array([[False, True, True], [True, False, False]])
-    assert phase_diagram.agreement(measured, predicted) == pytest.approx(4 / 6)
