@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,26 @@ def test_digits_deterministic_and_seeded() -> None:
     assert not np.array_equal(a.y_train, c.y_train)
 
 
+def test_digits_cache_gives_the_same_split_without_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("JAXSTAB_DATA_CACHE", "0")
+    fresh = load_digits(seed=5)
+    monkeypatch.setenv("JAXSTAB_DATA_CACHE", "1")
+    first = load_digits(seed=5)  # splits with scikit-learn and writes the cache
+    (cached,) = (tmp_path / "jaxstab" / "data").glob("digits-0.25-5-*.npz")
+    for module in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, module, None)  # an import would now fail
+    assert_datasets_equal(load_digits(seed=5), fresh)
+    assert_datasets_equal(first, fresh)
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached.write_bytes(b"not an npz")  # a damaged cache is split again and rewritten
+    assert_datasets_equal(load_digits(seed=5), fresh)
+    assert cached.read_bytes()[:2] == b"PK"
+
+
 @pytest.mark.parametrize("test_fraction", [0.25, 0.1, 0.5])
 def test_digits_split_is_stratified(test_fraction: float) -> None:
     ds = load_digits(test_fraction=test_fraction)
@@ -134,6 +155,7 @@ def test_digits_rejects_bad_test_fraction(test_fraction: object) -> None:
 
 
 def test_digits_without_sklearn_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JAXSTAB_DATA_CACHE", "0")
     for module in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=r'pip install "jaxstab\[all\]"'):
