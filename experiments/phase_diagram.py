@@ -75,8 +75,9 @@ class ExperimentConfig:
     width: int = 32  # hidden width
     seeds: int = 16  # fresh seeds per cell, trained at the cell's chosen learning rate
     pilot_seeds: int = 4  # seeds per (cell, learning rate) of the learning-rate pilot
-    lrs: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)  # the per-cell learning-rate grid
-    steps: int = 300  # SGD steps (the fixed budget)
+    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1)  # the per-cell rate grid
+    steps: int = 600  # SGD steps (the fixed budget; the rate is chosen at its end)
+    eval_every: int = 300  # training accuracy also after every this many steps (budgets)
     batch_size: int = 32  # examples per step, drawn uniformly with replacement
     trainable_accuracy: float = 0.5  # median final training accuracy of a trainable cell
     k_grid: tuple[float, float, int] = (1.0, 15.0, 281)  # k candidates: linspace(lo, hi, n)
@@ -103,6 +104,7 @@ def get_config(quick: bool = False) -> ExperimentConfig:
             pilot_seeds=2,
             lrs=(0.01, 0.05),
             steps=40,
+            eval_every=20,
             batch_size=16,
             trainable_accuracy=0.3,
             k_grid=(1.0, 15.0, 57),
@@ -580,10 +582,16 @@ def _train(cfg: ExperimentConfig, data: Any, depth: int, runs: dict[str, Any]) -
         seed=cfg.seed,
         evaluate=task.evaluate,
         eval_data=(data.x_train, data.y_train),
+        eval_every=cfg.eval_every,
     )
     # The engine's divergence (non-finite loss or gradient), or non-finite final logits.
     diverged = res.diverged | ~res.evals["finite"][:, -1]
+    # By each budget (evaluation after init): diverged before it, or non-finite logits.
+    steps = res.eval_steps[1:]
+    early = (res.diverged_step[:, None] >= 0) & (res.diverged_step[:, None] < steps[None, :])
+    gone = early | ~res.evals["finite"][:, 1:].astype(bool)
     return {
+        "accuracy_budgets": np.where(gone, 0.0, res.evals["accuracy"][:, 1:]),
         "accuracy": np.where(diverged, 0.0, res.evals["accuracy"][:, -1]),
         "loss": np.where(diverged, np.nan, res.evals["loss"][:, -1]),
         "diverged": diverged,
@@ -603,6 +611,8 @@ def train_grid(cfg: ExperimentConfig) -> dict[str, Any]:
 
     Returns:
       ``accuracy``, ``loss``, ``diverged``, ``grad_norm0`` ``[depths, sigma_w2, seeds]``;
+      ``accuracy_budgets`` ``[depths, sigma_w2, seeds, budgets]`` (after every
+      ``eval_every`` steps);
       ``pilot_accuracy`` ``[depths, sigma_w2, lrs, pilot_seeds]``; ``lr_index``
       ``[depths, sigma_w2]``; ``num_classes``.
     """
@@ -623,7 +633,7 @@ def train_grid(cfg: ExperimentConfig) -> dict[str, Any]:
         }
         main = _train(cfg, data, depth, runs)
         for k, v in main.items():
-            out.setdefault(k, []).append(v.reshape(n_sw, cfg.seeds))
+            out.setdefault(k, []).append(v.reshape(n_sw, cfg.seeds, *v.shape[1:]))
         out.setdefault("pilot_accuracy", []).append(p["accuracy"].reshape(shape))
         out.setdefault("lr_index", []).append(choice)
     return {**{k: np.stack(v) for k, v in out.items()}, "num_classes": data.num_classes}
@@ -655,6 +665,25 @@ def summarize(cfg: ExperimentConfig, runs: dict[str, Any], mc: dict[str, Any]) -
     maximizers = k[curve >= curve.max() - 1e-12]
     k_boot = k_bootstrap(acc, depths, xi, k, cfg.trainable_accuracy, cfg.bootstrap, cfg.seed)
     beyond = depths[:, None] >= 6 * xi[None, :]
+    budgets: dict[str, list[Any]] = {
+        "steps": list(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every))
+    }
+    for b in range(len(budgets["steps"])):
+        acc_b = runs["accuracy_budgets"][..., b]
+        tr_b = np.median(acc_b, -1) >= cfg.trainable_accuracy
+        curve_b = agreement_curve(tr_b, depths, xi, k)
+        max_b = k[curve_b >= curve_b.max() - 1e-12]
+        boot_b = k_bootstrap(acc_b, depths, xi, k, cfg.trainable_accuracy, cfg.bootstrap, cfg.seed)
+        for key, value in (
+            ("median_accuracy", np.median(acc_b, -1).tolist()),
+            ("trainable", int(tr_b.sum())),
+            ("agreement_6", agreement(tr_b, predicted6)),
+            ("k_best", float(np.median(max_b))),
+            ("k_best_range", [float(max_b.min()), float(max_b.max())]),
+            ("agreement_best", float(curve_b.max())),
+            ("k_ci", percentile_interval(boot_b)),
+        ):
+            budgets.setdefault(key, []).append(value)
     # Squared-gradient amplification across the hidden layers (mean field: chi1 per layer).
     amplification = th_cells["chi1"][None, :] ** depths[:, None]
     xi_meas, xi_th = np.asarray(mc["xi_c"], np.float64), th_mc["xi_c"]
@@ -681,6 +710,7 @@ def summarize(cfg: ExperimentConfig, runs: dict[str, Any], mc: dict[str, Any]) -
         "k_best_range": [float(maximizers.min()), float(maximizers.max())],
         "agreement_best": float(curve.max()),
         "k_ci": percentile_interval(k_boot),
+        "budgets": budgets,
         "beyond_6": beyond.tolist(),
         "trainable_beyond_6": int((trainable & beyond).sum()),
         "cells_beyond_6": int(beyond.sum()),
@@ -693,7 +723,7 @@ def summarize(cfg: ExperimentConfig, runs: dict[str, Any], mc: dict[str, Any]) -
         "fine_sigma_w2": fine.tolist(),
         "fine_xi_c": th_fine["xi_c"].tolist(),
         "mc": {
-            **{k_: v for k_, v in mc.items() if k_ not in ("mean_gap", "mean_c", "mean_c_above")},
+            **mc,
             "theory_xi_c": xi_th.tolist(),
             "theory_c_star": th_mc["c_star"].tolist(),
             "theory_log_chi1": th_log_chi1.tolist(),
@@ -701,7 +731,6 @@ def summarize(cfg: ExperimentConfig, runs: dict[str, Any], mc: dict[str, Any]) -
             "ratio": (xi_meas / xi_th).tolist(),
             "ratio_ci": ratio_ci,
         },
-        "mc_curves": {"mean_gap": mc["mean_gap"], "mean_c": mc["mean_c"]},
     }
 
 
@@ -804,7 +833,9 @@ def _edges(v: np.ndarray) -> np.ndarray:
     )
 
 
-def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
+def plot(
+    cfg: ExperimentConfig, m: dict[str, Any], curves: dict[str, Any], workdir: Path
+) -> list[str]:
     """``heatmap.png`` (accuracy with 6 xi_c and k xi_c) and ``xi_c.png`` (Monte Carlo)."""
     plt = _common.pyplot()
     sw, depths = np.asarray(cfg.sigma_w2), np.asarray(cfg.depths)
@@ -841,7 +872,6 @@ def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
 
     mc = m["mc"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    curves = m["mc_curves"]
     for s, sw2 in enumerate(cfg.mc_sigma_w2):
         if mc["ordered"][s]:
             y = np.asarray(curves["mean_gap"][s])
@@ -1049,6 +1079,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mc = measure_xi_c(cfg, correlation_traces(cfg))
     mc_seconds = time.perf_counter() - start
     measured = summarize(cfg, train_grid(cfg), mc)
+    curves = {k: measured["mc"].pop(k) for k in ("mean_gap", "mean_c", "mean_c_above")}
     measured["mc_seconds"] = mc_seconds
     measured["wall_seconds"] = time.perf_counter() - start
     return _common.write_results(
@@ -1058,7 +1089,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config=cfg,
         measured=measured,
         claims=make_claims(cfg, measured),
-        figures=plot(cfg, measured, args.workdir),
+        figures=plot(cfg, measured, curves, args.workdir),
     )
 
 
