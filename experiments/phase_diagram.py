@@ -916,14 +916,16 @@ def findings(result: dict[str, Any]) -> str:
     mc = m["mc"]
     sw, depths = cfg["sigma_w2"], cfg["depths"]
     xi = m["xi_c_cells"]
+    n_pilot = len(sw) * len(depths) * len(cfg["lrs"]) * cfg["pilot_seeds"]
     out = [
         f"Trainability: tanh MLPs `[64, {cfg['width']} x depth, 10]` on the 8x8 digits, "
         f"`sigma_b2 = {f(cfg['sigma_b2'])}`, plain SGD (batch {cfg['batch_size']}) for "
         f"{cfg['steps']} steps. Per cell the learning rate is the best of "
         f"{{{', '.join(f(v) for v in cfg['lrs'])}}} on {cfg['pilot_seeds']} pilot seeds "
         "(highest median final training accuracy; ties to the lower loss, then the smaller "
-        f"rate); the cell is then trained on {cfg['seeds']} fresh seeds at that rate "
-        f"({m['runs']} runs, {m['diverged']} diverged). A cell is trainable (T) when the "
+        f"rate; {n_pilot} pilot runs); the cell is then trained on {cfg['seeds']} fresh "
+        f"seeds at that rate ({m['runs']} runs, {m['diverged']} diverged). A cell is "
+        "trainable (T) when the "
         f"median final training accuracy reaches {f(cfg['trainable_accuracy'])} (chance "
         f"{f(m['chance'])}); P marks `depth < 6 xi_c`. Median accuracy [95% bootstrap "
         "interval over seeds], chosen learning rate:",
@@ -970,6 +972,42 @@ def findings(result: dict[str, Any]) -> str:
         + f" With {len(depths)} depths the cells constrain k only between neighbouring depths "
         "at each sigma_w2, so the interval is set as much by the grid as by the seeds."
     )
+    budgets = m.get("budgets")
+    if budgets and len(budgets["steps"]) > 1:
+        parts = [
+            f"{t} steps: {n} trainable cells, agreement {f(a6)} at k = 6, best k {f(kb)}{_ci(ci)}"
+            for t, n, a6, kb, ci in zip(
+                budgets["steps"],
+                budgets["trainable"],
+                budgets["agreement_6"],
+                budgets["k_best"],
+                budgets["k_ci"],
+            )
+        ]
+        grows = budgets["k_best"][-1] > budgets["k_best"][0]
+        out += [""]
+        out.append(
+            "The same runs read at each budget (the rate chosen for the last): "
+            + "; ".join(parts)
+            + (
+                ". The trainable region still grows with training time, so the fitted k "
+                "depends on the budget, and this budget does not show where it would stop."
+                if grows
+                else ". The boundary does not move between these budgets."
+            )
+        )
+    lrs = cfg["lrs"]
+    chosen = np.asarray(m["lr"], np.float64)
+    low = [(depths[i], sw[j]) for i, j in zip(*np.nonzero(chosen == min(lrs)))]
+    high = [(depths[i], sw[j]) for i, j in zip(*np.nonzero(chosen == max(lrs)))]
+    out += [""]
+    out.append(
+        f"The chosen rate sits at the grid's smallest value, {f(min(lrs))}, in {len(low)} "
+        "cells"
+        + (" (" + ", ".join(f"depth {d} at {f(v)}" for d, v in low) + ")" if low else "")
+        + f", and at its largest, {f(max(lrs))}, in {len(high)} cells; a cell at an edge "
+        "might do better just beyond the grid."
+    )
     # Disagreements at 6.
     bad = [
         (d, s)
@@ -979,10 +1017,20 @@ def findings(result: dict[str, Any]) -> str:
     ]
     if bad:
         kinds = {True: "trainable beyond 6 xi_c", False: "not trainable within 6 xi_c"}
+        one_sided = all(d < 6 * xi[sw.index(s)] for d, s in bad)
+        out += [""]
         out.append(
             "Cells where `depth < 6 xi_c` and the measurement disagree (depth, sigma_w2): "
             + ", ".join(f"({d}, {f(s)}: {kinds[d >= 6 * xi[sw.index(s)]]})" for d, s in bad)
-            + "."
+            + (
+                ". Every disagreement is one-sided: cells predicted trainable that did not "
+                f"reach {f(cfg['trainable_accuracy'])} within the budget. In this setting "
+                "(width "
+                f"{cfg['width']}, plain SGD, {cfg['steps']} steps) 6 xi_c holds as a bound "
+                "that no trained cell exceeds, but the trainable depth falls short of it."
+                if one_sided
+                else "."
+            )
         )
     # Ordered side beyond 6 xi_c, from the data.
     crit = m["critical_sigma_w2"]
@@ -1012,7 +1060,7 @@ def findings(result: dict[str, Any]) -> str:
                 f"6 xi_c = {f(6 * xi[j])})"
                 for i, j in above
             )
-        out.append(text + ".")
+        out += ["", text + "."]
     # xi_c measured.
     out += [
         "",

@@ -63,7 +63,7 @@ def test_unequal_hidden_widths_are_refused():
 
 def test_train_matches_a_plain_loop():
     """One engine program against a Python loop of the same steps, keys and rates."""
-    cfg = pd.ExperimentConfig(width=8, steps=3, batch_size=8)
+    cfg = pd.ExperimentConfig(width=8, steps=4, eval_every=2, batch_size=8)
     data = load_digits()
     runs = {
         "seed": np.array([0, 1, 5], np.int32),
@@ -78,9 +78,10 @@ def test_train_matches_a_plain_loop():
     def loss_fn(p, batch):
         return jnp.mean(js.softmax_cross_entropy(js.apply_mlp(p, batch[0], "tanh"), batch[1]))
 
+    # One compiled step for every run: the rate is a value in the optimizer state.
+    optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    step = jax.jit(js.make_train_step(loss_fn, optimizer))
     for r in range(3):
-        optimizer = optax.sgd(float(runs["lr"][r]))
-        step = jax.jit(js.make_train_step(loss_fn, optimizer))
         # The engine's keys of run seed s: init from the first half, minibatches the second.
         init_key, data_key = jax.random.split(
             jax.random.fold_in(jax.random.key(cfg.seed), int(runs["seed"][r]))
@@ -88,6 +89,7 @@ def test_train_matches_a_plain_loop():
         params = pd.mean_field_params(init_key, sizes, runs["sigma_w2"][r], 0.05)
         grad0 = float(optax.tree.norm(jax.grad(loss_fn)(params, _batch(x, y, data_key, 0))))
         opt_state = optimizer.init(params)
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(runs["lr"][r])
         for t in range(cfg.steps):
             params, opt_state, _ = step(params, opt_state, _batch(x, y, data_key, t))
         logits = js.apply_mlp(params, x, "tanh")
@@ -98,6 +100,9 @@ def test_train_matches_a_plain_loop():
         assert abs(got["accuracy"][r] - float(js.accuracy(logits, y))) <= 1.5 / len(y)
         assert got["grad_norm0"][r] == pytest.approx(grad0, rel=1e-4)
     assert not got["diverged"].any()
+    # budgets: after 2 and 4 steps; the last is the final accuracy
+    assert got["accuracy_budgets"].shape == (3, 2)
+    np.testing.assert_array_equal(got["accuracy_budgets"][:, -1], got["accuracy"])
 
 
 def _batch(x, y, data_key, t):
