@@ -41,8 +41,12 @@ What is measured.
      exceeds the computing format's ``r_max``.
 
    XLA compiles the division by the (broadcast) sum into a multiplication by its
-   float32 reciprocal, which flushes to 0 once ``logsumexp z > -log t(float32) =
-   87.34``; the naive closed forms are checked both without and with that term.
+   reciprocal ``1 / S`` in the logits' format, which in float32 and bfloat16 (one
+   exponent range) flushes to 0 once ``logsumexp z > -log t = 87.34``; the naive
+   closed forms of the loss and of zero probabilities are checked both without and
+   with that term. (In float16 ``1 / S`` cannot flush, since ``S <= 65504``, but it
+   overflows once ``logsumexp z < -log r_max = -11.09``: a draw whose logits are all
+   negative then turns NaN by ``0 * inf`` before every ``exp`` underflows.)
    ``t`` is the smallest magnitude that does not round to 0: the smallest normal
    number where the backend flushes subnormal results to zero (measured: XLA on CPU
    does in float32 and bfloat16, not in float16, which it computes in float32 and
@@ -401,7 +405,8 @@ def thresholds(
         forms = run_forms(z, yk, dtype, cfg.chunk)
         meas = measured_events(forms)
         pred = {f: predicted_events(z, yk, f, lim_d, lim_c) for f in FORMS}
-        # XLA's e * (1 / S): the reciprocal is computed in float32 for every format
+        # XLA's e * (1 / S), 1 / S in the logits' format: it flushes below float32's t in
+        # float32 and bfloat16 (the same t); in float16 S <= 65504 keeps it normal
         pred["naive_xla"] = predicted_events(z, yk, "naive", lim_d, lim_c, lim_c["log_tiny"])
         out = np.zeros((len(keys), n), bool)
         for i, (kind, f, e) in enumerate(keys):
@@ -826,8 +831,9 @@ def make_claims(cfg: ExperimentConfig, m: dict[str, Any]) -> list[dict[str, Any]
                 f"{cfg.draws - t['draws_all_negative']} draws with max g > 0: "
                 f"[{_findings.fmt(t['max_logit_range'][0], 5)}, "
                 f"{_findings.fmt(t['max_logit_range'][1], 5)}]; "
-                f"{t['draws_all_negative']} draws with every g < 0 turn NaN by 0 / 0 instead "
-                "(max z < log t); "
+                f"{t['draws_all_negative']} draws with every g < 0 turn NaN by 0 / 0 (every "
+                "exp underflows) or, in float16, by 0 * inf (1 / S overflows once logsumexp "
+                "z < -log r_max) instead; "
                 f"{t['agree_count']}/{cfg.draws} draws agree, max relative gap "
                 f"{_findings.fmt(t['max_gap'])} (eps = {_findings.fmt(m['limits'][d]['eps'])})",
             )
@@ -850,8 +856,8 @@ def make_claims(cfg: ExperimentConfig, m: dict[str, Any]) -> list[dict[str, Any]
             n=cfg.draws * len(DTYPES),
             rule=f"fraction >= {cfg.agree_fraction} (a draw agrees: thresholds within {tol:g} eps)",
             agrees=p >= cfg.agree_fraction,
-            note=f"per format: {per}. XLA compiles e / S into e * (1 / S), and 1 / S "
-            "(float32) flushes to 0 once logsumexp z > -log t(float32) = "
+            note=f"per format: {per}. XLA compiles e / S into e * (1 / S), and in float32 "
+            "and bfloat16 1 / S flushes to 0 once logsumexp z > -log t = "
             f"{_findings.fmt(-m['limits']['float32']['log_tiny'], 4)}, before the sum "
             "overflows at log r_max: every probability reads 0, the loss inf",
         )
@@ -876,7 +882,8 @@ def make_claims(cfg: ExperimentConfig, m: dict[str, Any]) -> list[dict[str, Any]
     p, lo, hi = _stats.proportion_ci(agree, total)
     claims.append(
         _common.claim(
-            "with XLA's reciprocal (1 / S flushed once logsumexp z > -log t(float32)), the "
+            "with XLA's reciprocal (1 / S flushed once logsumexp z > -log t = 87.34 in "
+            "float32 and bfloat16), the "
             "closed forms place the naive loss's failure and every zero probability "
             "(p_i < t; formats that flush subnormals) (fraction of draws)",
             source="this experiment's closed forms; the reciprocal from XLA's compiled HLO "
@@ -1092,7 +1099,8 @@ def plot(cfg: ExperimentConfig, m: dict[str, Any], workdir: Path) -> list[str]:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of seeds failing (95% Wilson)")
     ax.set_title(
-        f"digits MLP, Adam lr {cfg.train_lr:g}, {cfg.train_steps} steps, logits in float16",
+        f"digits MLP, Adam lr {cfg.train_lr:g}, {cfg.train_steps} steps: the loss on "
+        "float16 logits (naive, jaxstab) and the naive loss in float32 (control)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -1207,14 +1215,20 @@ def findings(result: dict[str, Any]) -> str:
         "",
         "What disagrees with the textbook closed form, and why. In float32 and bfloat16 the "
         "naive loss turns non-finite before the sum overflows: XLA compiles e / S into "
-        "e * (1 / S), and on CPU the float32 reciprocal flushes to 0 once logsumexp z > "
-        f"{f(-lim['float32']['log_tiny'], 4)} (-log of float32's smallest normal), below "
+        "e * (1 / S), and on CPU the reciprocal flushes to 0 once logsumexp z > "
+        f"{f(-lim['float32']['log_tiny'], 4)} (-log of the smallest normal of float32 and "
+        "bfloat16), below "
         f"log r_max = {f(lim['float32']['log_max'], 4)}; every probability then reads 0 and "
         "the loss is inf. With that term the closed form agrees (fraction of draws: "
         f"float32 {f(th['float32']['naive']['loss']['xla_fraction_agree'])}, bfloat16 "
         f"{f(th['bfloat16']['naive']['loss']['xla_fraction_agree'])}, against "
         f"{f(th['float32']['naive']['loss']['fraction_agree'])} and "
-        f"{f(th['bfloat16']['naive']['loss']['fraction_agree'])} without). The thresholds where "
+        f"{f(th['bfloat16']['naive']['loss']['fraction_agree'])} without). In float16 the "
+        f"{th['float16']['naive']['nan']['draws_all_negative']} draws whose logits are all "
+        "negative turn NaN before every exp underflows (NaN threshold within 2 eps for "
+        f"{f(th['float16']['naive']['nan']['fraction_agree'])} of the draws): 1 / S overflows "
+        f"float16 once logsumexp z < -{f(lim['float16']['log_max'], 4)}, and 0 * inf = NaN. "
+        "The thresholds where "
         "a probability reads 0 are left out of the claims for the forms computed in float16, "
         "the one format that keeps subnormals here: exp rounds to the coarse subnormal grid "
         "and the division rounds again, which moves the threshold by up to a factor of two in "

@@ -158,20 +158,22 @@ def test_reference64_against_scipy():
     np.testing.assert_allclose(grad, softmax(z, axis=-1) - np.eye(5)[y], atol=1e-15)
 
 
-def test_jaxstab_extreme_logits_exact():
+def test_jaxstab_extreme_logits_exact(cfg):
     # docstring of softmax_cross_entropy: at [1e4, 0, -1e4] with label 1 the loss is 1e4
-    forms = sm.run_forms(np.array([[1e4, 0.0, -1e4]]), np.array([1]), "float32", 8)
+    # padded to the experiment's 10 classes with -1e4 (the compiled shape is shared)
+    z = np.array([[1e4, 0.0] + [-1e4] * (cfg.classes - 2)])
+    forms = sm.run_forms(z, np.array([1]), "float32", cfg.chunk)
     assert forms["jaxstab"]["loss"][0] == 1e4 and forms["shifted"]["loss"][0] == 1e4
-    # naive: e = [inf, 1, 0], p = e * (1 / inf) = [NaN, 0, 0], loss -log 0 = inf
+    # naive: e = [inf, 1, 0, ...], p = e * (1 / inf) = [NaN, 0, 0, ...], loss -log 0 = inf
     assert np.isnan(forms["naive"]["p"][0, 0]) and forms["naive"]["loss"][0] == np.inf
-    np.testing.assert_array_equal(forms["jaxstab"]["grad"][0], [1.0, -1.0, 0.0])
+    np.testing.assert_array_equal(forms["jaxstab"]["grad"][0], [1.0, -1.0] + [0.0] * 8)
 
 
 @pytest.mark.skipif(not CPU, reason="XLA CPU's reciprocal and flush-to-zero")
-def test_naive_probabilities_read_zero_before_the_sum_overflows():
+def test_naive_probabilities_read_zero_before_the_sum_overflows(cfg):
     # S = e^87.6 = 1.1e38 is finite, but XLA's float32 1 / S < 2^-126 flushes to 0
-    z = np.array([[87.6, 0.0, 10.0]])
-    forms = sm.run_forms(z, np.array([0]), "float32", 8)
+    z = np.array([[87.6, 10.0] + [0.0] * (cfg.classes - 2)])
+    forms = sm.run_forms(z, np.array([0]), "float32", cfg.chunk)
     assert np.all(forms["naive"]["p"] == 0) and np.isinf(forms["naive"]["loss"][0])
     lim_d, lim_c = lims("float32")
     assert not sm.predicted_events(z, np.array([0]), "naive", lim_d, lim_c)["loss"][0]
@@ -198,20 +200,34 @@ def test_training_loss_arms_equal_their_forms_and_do_not_leak_nan(cfg):
             per = sm.naive_ce(z, y)[1]
         return jnp.mean(per.astype(jnp.float32))
 
+    loss_vg = jax.jit(jax.value_and_grad(loss))
+    direct_vg = jax.jit(jax.value_and_grad(direct), static_argnums=1)
     for scale in (1.0, 300.0):  # 300: float16 logits past 11.09, naive float16 breaks
         out = params["output"]
         p = {**params, "output": {**out, "w": out["w"] * scale}}
         for arm in range(3):
             hp = {"arm": jnp.float32(arm)}
-            v, gv = jax.value_and_grad(loss)(p, (x, y), hp)
-            d, gd = jax.value_and_grad(direct)(p, arm)
+            v, gv = loss_vg(p, (x, y), hp)
+            d, gd = direct_vg(p, arm)
             np.testing.assert_allclose(v, d, rtol=1e-6)
             for a, b in zip(jax.tree.leaves(gv), jax.tree.leaves(gd), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         if scale == 300.0:
-            bad = jax.value_and_grad(loss)(p, (x, y), {"arm": jnp.float32(0)})
-            good = jax.value_and_grad(loss)(p, (x, y), {"arm": jnp.float32(1)})
+            bad = loss_vg(p, (x, y), {"arm": jnp.float32(0)})
+            good = loss_vg(p, (x, y), {"arm": jnp.float32(1)})
             assert not np.isfinite(bad[0])
             assert np.isfinite(good[0]) and all(
                 np.all(np.isfinite(a)) for a in jax.tree.leaves(good[1])
             )
+
+
+@pytest.mark.skipif(not CPU, reason="XLA CPU's reciprocal")
+def test_float16_reciprocal_overflows_for_all_negative_logits(cfg):
+    # S = e^-11.5 + ... < 1 / 65504: 1 / S is inf in float16, and 0 * inf = NaN although
+    # S > 0 (the 0 / 0 closed form needs every exp to underflow, max z < -17.33)
+    z = np.array([[-11.5] + [-30.0] * (cfg.classes - 1)])
+    forms = sm.run_forms(z, np.array([0]), "float16", cfg.chunk)
+    assert forms["naive"]["p"][0, 0] == np.inf and np.all(np.isnan(forms["naive"]["p"][0, 1:]))
+    assert forms["shifted"]["loss"][0] == pytest.approx(0.0, abs=1e-3)  # p_0 ~ 1
+    z = np.array([[-11.0] + [-30.0] * (cfg.classes - 1)])  # S > 1 / 65504: finite
+    assert np.all(np.isfinite(sm.run_forms(z, np.array([0]), "float16", cfg.chunk)["naive"]["p"]))
