@@ -44,6 +44,7 @@ EXPERIMENTS = (
     "phase_diagram",
     "dying_relu",
     "clipping_rescue",
+    "softmax_numerics",
 )
 
 HEADER = """\
