@@ -993,7 +993,8 @@ def findings(result: dict[str, Any]) -> str:
                 ". The trainable region still grows with training time, so the fitted k "
                 "depends on the budget, and this budget does not show where it would stop."
                 if grows
-                else ". The boundary does not move between these budgets."
+                else f". The best k is the same at every budget, while the number of trainable "
+                f"cells goes from {budgets['trainable'][0]} to {budgets['trainable'][-1]}."
             )
         )
     lrs = cfg["lrs"]
@@ -1003,9 +1004,9 @@ def findings(result: dict[str, Any]) -> str:
     out += [""]
     out.append(
         f"The chosen rate sits at the grid's smallest value, {f(min(lrs))}, in {len(low)} "
-        "cells"
+        "cell(s)"
         + (" (" + ", ".join(f"depth {d} at {f(v)}" for d, v in low) + ")" if low else "")
-        + f", and at its largest, {f(max(lrs))}, in {len(high)} cells; a cell at an edge "
+        + f", and at its largest, {f(max(lrs))}, in {len(high)} cell(s); a cell at an edge "
         "might do better just beyond the grid."
     )
     # Disagreements at 6.
