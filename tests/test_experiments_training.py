@@ -1,10 +1,9 @@
-"""Tests of the training group's experiments: glorot2010_saturation, he2015_depth and
+"""What the training group's experiments share: glorot2010_saturation, he2015_depth and
 clipping_rescue (their notebooks run the quick configs end to end).
 
-Here: the pure helpers against hand computations, the scanned snapshot loop against a
-plain Python loop of the same steps, the per-layer signal scaling at init against mean
-field (in standard errors over seeds). clipping_rescue's own tests are in
-tests/test_exp_clipping_rescue.py.
+Here: their configs and the scalar round trip of ``_common``. Each experiment's own
+tests (helpers against hand computations, the engine against a plain loop, Monte
+Carlo against theory) are in tests/test_exp_<name>.py.
 """
 
 from __future__ import annotations
