@@ -438,9 +438,6 @@ def run_group(
         eval_every=c0.eval_every,
         inspect=task.inspect,
         devices=devices,
-        # The program key and the sizes fix every function of the task: a later
-        # process loads the stored program without tracing it.
-        cache_key=f"jaxstab.experiment:{key!r}:{sizes!r}",
     )
     if timings is not None:
         for k, v in out.timings.items():

@@ -14,9 +14,6 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxstab-test-jax-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# Tests count compilations; the store of compiled programs (tested on its own in
-# test_executable_store.py) would make the counts depend on earlier runs.
-os.environ["JAXSTAB_EXECUTABLE_STORE"] = "0"
 
 import jax
 import pytest

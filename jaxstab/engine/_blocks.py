@@ -30,8 +30,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxstab.engine import _store
-
 __all__ = ["BLOCK_SIZE", "run_blocks"]
 
 BLOCK_SIZE = 8
@@ -86,15 +84,6 @@ def _compiled(
     return _lowered(program, mesh, sharded, *sigs).compile(dict(options) or None)
 
 
-@functools.lru_cache(maxsize=256)
-def _from_store(name: str, devices: tuple[jax.Device, ...]) -> Any:
-    """A stored executable, loaded once per process; LookupError if it is not stored."""
-    executable = _store.load(name, list(devices))
-    if executable is None:
-        raise LookupError(name)
-    return executable
-
-
 # The init program runs once per run, so its compile time counts as much as its
 # run time: XLA's backend optimization level 1 compiles the threefry draws of a
 # deep MLP in a fraction of the default's time and runs them nearly as fast.
@@ -125,7 +114,6 @@ def run_blocks(
     devices: Sequence[jax.Device] | None = None,
     block_size: int = BLOCK_SIZE,
     timings: dict[str, float] | None = None,
-    cache_key: str | None = None,
 ) -> Any:
     """Runs ``program`` on every block of runs; the stacked numpy outputs.
 
@@ -144,10 +132,6 @@ def run_blocks(
         ``"compile"`` (XLA) and ``"run"`` entries, and
         the number of newly compiled programs (one for all devices; an
         ``init_program`` is counted with its program) to ``"executables"``.
-      cache_key: a string that identifies ``program`` and ``init_program``
-        (everything they close over); with it, the executables are kept in the
-        disk store of :mod:`jaxstab.engine._store` and a later process loads them
-        without tracing or compiling. None: no store.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
@@ -171,38 +155,21 @@ def run_blocks(
     t0 = time.perf_counter()
     misses = _compiled.cache_info().misses
     sigs: tuple[Any, ...] = (_signature(groups[0]), _signature(shared))
-    defs: list[tuple[Any, Any, tuple[bool, ...]]] = [(program, (), (True, False))]
+    stages: list[tuple[Any, Any, tuple[bool, ...], tuple[Any, ...]]] = []
     if init_program is not None:
-        defs = [(init_program, INIT_OPTIONS, (True, False)), (program, (), (True, True, False))]
-    devs = tuple(mesh.devices.flat)
-    compiled = None
-    names = []
-    if cache_key is not None:  # a stored executable needs no trace, lower or compile
-        names = [
-            _store.entry_name(cache_key, (k, opts, sharded, sigs, block_size), list(devs))
-            for k, (_, opts, sharded) in enumerate(defs)
-        ]
-        try:
-            compiled = [_from_store(n, devs) for n in names]
-        except LookupError:
-            compiled = None
+        stages.append((init_program, INIT_OPTIONS, (True, False), sigs))
+        out_info = _lowered(init_program, mesh, (True, False), *sigs).out_info
+        sigs = (sigs[0], _signature(out_info), sigs[1])
+        stages.append((program, (), (True, True, False), sigs))
+    else:
+        stages.append((program, (), (True, False), sigs))
+    for prog, _, sharded, stage_sigs in stages:  # trace and lower; jax caches the trace
+        _lowered(prog, mesh, sharded, *stage_sigs)
     t_lower = time.perf_counter()
-    if compiled is None:
-        stages = [(*defs[0], sigs)]
-        if init_program is not None:
-            out_info = _lowered(init_program, mesh, (True, False), *sigs).out_info
-            stages.append((*defs[1], (sigs[0], _signature(out_info), sigs[1])))
-        for prog, _, sharded, stage_sigs in stages:  # trace and lower; jax caches the trace
-            _lowered(prog, mesh, sharded, *stage_sigs)
-        t_lower = time.perf_counter()
-        # XLA releases the GIL while compiling: the init and training programs compile
-        # in parallel threads.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(stages)) as pool:
-            compiled = list(
-                pool.map(lambda st: _compiled(st[0], st[1], mesh, st[2], *st[3]), stages)
-            )
-        for name, executable in zip(names, compiled, strict=False):
-            _store.save(name, executable)
+    # XLA releases the GIL while compiling: the init and training programs compile in
+    # parallel threads.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(stages)) as pool:
+        compiled = list(pool.map(lambda st: _compiled(st[0], st[1], mesh, st[2], *st[3]), stages))
     t1 = time.perf_counter()
     by_block, replicated = _specs(mesh, (True, False))
     placed = jax.device_put(shared, replicated)
@@ -230,7 +197,7 @@ def run_blocks(
     if timings is not None:
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
         # The init and training executables are compiled together: count programs.
-        new = (_compiled.cache_info().misses - misses) // len(defs)
+        new = (_compiled.cache_info().misses - misses) // len(stages)
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
         timings["run"] = timings.get("run", 0.0) + time.perf_counter() - t1

@@ -145,22 +145,6 @@ def _run(hp: Any, params: Any, shared: dict[str, Any], st: _Static) -> dict[str,
     return out
 
 
-def _static_key(st: _Static) -> str:
-    """The static sizes and switches of a program, for a store key (not the callables)."""
-    return repr(
-        (
-            st.batch_fn is None,
-            st.batch_size,
-            st.steps,
-            st.eval_every,
-            st.evaluate is None,
-            st.inspect is None,
-            st.has_aux,
-            st.return_params,
-        )
-    )
-
-
 @functools.lru_cache(maxsize=128)
 def _programs(st: _Static) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jitted block programs (init, train) of one static structure.
@@ -265,7 +249,6 @@ def train(
     return_params: bool = False,
     devices: Sequence[jax.Device] | None = None,
     block_size: int = BLOCK_SIZE,
-    cache_key: str | None = None,
 ) -> TrainResult:
     """Trains every run of ``runs`` as ``vmap`` over runs of a ``lax.scan`` over steps.
 
@@ -303,14 +286,6 @@ def train(
       return_params: also return every run's final parameters.
       devices: this process's devices to spread the blocks over; default all.
       block_size: runs per compiled block (a run's rounding is fixed by it).
-      cache_key: a string that names ``init``, ``loss``, ``optimizer``, a ``data``
-        function, ``evaluate`` and ``inspect`` completely (everything they close
-        over; jaxstab's MLP task uses its config's ``program_key``). With it and
-        jax's persistent compilation cache on, the compiled programs are stored
-        beside that cache and a later process with the same key, shapes, devices
-        and versions loads them without tracing or compiling. A key that misses
-        something those functions depend on would load a wrong program: leave it
-        None (the default) unless the key is complete.
 
     Returns:
       A :class:`TrainResult`.
@@ -396,7 +371,6 @@ def train(
         devices=devices,
         block_size=block_size,
         timings=timings,
-        cache_key=None if cache_key is None else f"{cache_key}|{_static_key(st)}",
     )
     return TrainResult(
         runs=runs,
