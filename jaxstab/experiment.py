@@ -490,7 +490,7 @@ def run_many(
     Returns:
       ``(results, executables_compiled)``: results in the order of ``configs``
       (labelled with ``data.name`` when ``data`` is given), and how many
-      programs were compiled (one per program key, for all devices; 0 when cached).
+      executables were compiled (one per program and device; 0 when cached).
     """
     if not configs:
         return [], 0

@@ -1,19 +1,17 @@
-"""Fixed-size blocks of runs, one compiled program, every device a block at a time.
+"""Fixed-size blocks of runs, one compiled program, dispatched device by device.
 
-Why fixed blocks: XLA compiles a vmapped block of 1-4 runs differently from a
-block of 8 or more, so a run's float rounding (which SGD near the edge of
-trainability amplifies to visible differences) would depend on the other runs
-in its program, and, if the runs axis were split over devices, on the device
-count. Here every run is computed by the same per-device code on a block of
-exactly ``block_size`` runs; runs are independent under ``vmap``, so a run's
-numbers depend on its own inputs only, whichever device, block or position it
-lands in.
+Why not one SPMD program sharded over devices: XLA compiles a vmapped block of
+1-4 runs differently from a block of 8 or more, and an SPMD program for 2 or 4
+devices differently from one for 1, so a run's float rounding (which SGD near
+the edge of trainability amplifies to visible differences) would depend on the
+device count and on the other runs in its program. Here every run is computed
+by the same executable on a block of exactly ``block_size`` runs; runs are
+independent under ``vmap``, so a run's numbers depend on its own inputs only,
+whichever device, block or position it lands in. No collectives are needed.
 
-The program is compiled once for all devices: a ``shard_map`` over a 1-D mesh
-of the devices whose body is the block program, so each device computes one
-block per call with no collectives, and one SPMD executable serves every
-device (compiling one executable per device cost a compile per device).
-Blocks are dispatched ``len(devices)`` at a time, asynchronously.
+Each device gets its own executable (XLA binds one to a device); they are
+compiled in parallel threads (XLA releases the GIL while compiling), and
+blocks are dispatched asynchronously, so the devices run concurrently.
 Several hosts: each process computes the blocks ``i`` with
 ``i % process_count == process_index`` on its own devices, and the results are
 all-gathered.
@@ -43,45 +41,23 @@ def _signature(tree: Any) -> tuple[Any, ...]:
     return treedef, tuple((np.shape(a), np.dtype(a.dtype)) for a in leaves)
 
 
-AXIS = "blocks"
-
-
-def _abstract(signature: tuple[Any, ...], sharding: jax.sharding.Sharding) -> Any:
+def _abstract(signature: tuple[Any, ...], device: jax.Device) -> Any:
     treedef, leaves = signature
+    sharding = jax.sharding.SingleDeviceSharding(device)
     return jax.tree.unflatten(
         treedef, [jax.ShapeDtypeStruct(s, d, sharding=sharding) for s, d in leaves]
     )
 
 
-def _specs(mesh: jax.sharding.Mesh, sharded: tuple[bool, ...]) -> tuple[Any, ...]:
-    P = jax.sharding.PartitionSpec
-    return tuple(jax.sharding.NamedSharding(mesh, P(AXIS) if s else P()) for s in sharded)
+@functools.lru_cache(maxsize=256)
+def _lowered(program: Any, device: jax.Device, *sigs: Any) -> Any:
+    return program.lower(*(_abstract(sig, device) for sig in sigs))
 
 
 @functools.lru_cache(maxsize=256)
-def _spmd(program: Any, mesh: jax.sharding.Mesh, sharded: tuple[bool, ...]) -> Any:
-    """``program`` on one block per device: arguments marked ``sharded`` split by block."""
-    P = jax.sharding.PartitionSpec
-    in_specs = tuple(P(AXIS) if s else P() for s in sharded)
-    # No collectives in the body, so no replication types to check (check_vma off).
-    body = jax.shard_map(program, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
-    return jax.jit(body)
-
-
-@functools.lru_cache(maxsize=256)
-def _lowered(program: Any, mesh: jax.sharding.Mesh, sharded: tuple[bool, ...], *sigs: Any) -> Any:
-    shardings = _specs(mesh, sharded)
-    return _spmd(program, mesh, sharded).lower(
-        *(_abstract(sig, sh) for sig, sh in zip(sigs, shardings, strict=True))
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(
-    program: Any, options: Any, mesh: jax.sharding.Mesh, sharded: tuple[bool, ...], *sigs: Any
-) -> Any:
-    """The executable of ``program`` for the mesh (cached: one compile per program)."""
-    return _lowered(program, mesh, sharded, *sigs).compile(dict(options) or None)
+def _compiled(program: Any, options: Any, device: jax.Device, *sigs: Any) -> Any:
+    """The executable of ``program`` for one device (cached: one compile per device)."""
+    return _lowered(program, device, *sigs).compile(dict(options) or None)
 
 
 # The init program runs once per run, so its compile time counts as much as its
@@ -129,8 +105,8 @@ def run_blocks(
       devices: this process's devices to use; default ``jax.local_devices()``.
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
-        ``"compile"`` (XLA) and ``"run"`` entries, and
-        the number of newly compiled programs (one for all devices; an
+        ``"compile"`` (XLA, all devices in parallel) and ``"run"`` entries, and
+        the number of newly compiled programs (one per device; an
         ``init_program`` is counted with its program) to ``"executables"``.
 
     Returns:
@@ -142,49 +118,38 @@ def run_blocks(
     n_blocks = -(-n_blocks // n_proc) * n_proc  # every process gets the same count
     blocks = _pad_blocks(runs, n_runs, block_size, n_blocks)
     mine = blocks[proc::n_proc]
-    n_dev = min(len(devices), len(mine))
-    mesh = jax.sharding.Mesh(np.array(devices[:n_dev]), (AXIS,))
-    # A call computes n_dev blocks; the last call is filled up with copies of block 0.
-    calls = -(-len(mine) // n_dev)
-    filled = mine + [mine[0]] * (calls * n_dev - len(mine))
-    groups = [
-        jax.tree.map(lambda *a: np.concatenate(a), *filled[c * n_dev : (c + 1) * n_dev])
-        for c in range(calls)
-    ]
+    used = devices[: len(mine)]
 
     t0 = time.perf_counter()
     misses = _compiled.cache_info().misses
-    sigs: tuple[Any, ...] = (_signature(groups[0]), _signature(shared))
-    stages: list[tuple[Any, Any, tuple[bool, ...], tuple[Any, ...]]] = []
+    sigs: tuple[Any, ...] = (_signature(mine[0]), _signature(shared))
+    stages: list[tuple[Any, Any, tuple[Any, ...]]] = []  # (program, options, signatures)
     if init_program is not None:
-        stages.append((init_program, INIT_OPTIONS, (True, False), sigs))
-        out_info = _lowered(init_program, mesh, (True, False), *sigs).out_info
+        stages.append((init_program, INIT_OPTIONS, sigs))
+        out_info = _lowered(init_program, used[0], *sigs).out_info
         sigs = (sigs[0], _signature(out_info), sigs[1])
-        stages.append((program, (), (True, True, False), sigs))
-    else:
-        stages.append((program, (), (True, False), sigs))
-    for prog, _, sharded, stage_sigs in stages:  # trace and lower; jax caches the trace
-        _lowered(prog, mesh, sharded, *stage_sigs)
+    stages.append((program, (), sigs))
+    for d in used:  # trace and lower in this thread; jax caches the trace
+        for prog, _, stage_sigs in stages:
+            _lowered(prog, d, *stage_sigs)
     t_lower = time.perf_counter()
-    # XLA releases the GIL while compiling: the init and training programs compile in
-    # parallel threads.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(stages)) as pool:
-        compiled = list(pool.map(lambda st: _compiled(st[0], st[1], mesh, st[2], *st[3]), stages))
+    jobs = [(prog, opts, d, stage_sigs) for prog, opts, stage_sigs in stages for d in used]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        done = list(pool.map(lambda job: _compiled(job[0], job[1], job[2], *job[3]), jobs))
+    compiled = [done[k * len(used) : (k + 1) * len(used)] for k in range(len(stages))]
     t1 = time.perf_counter()
-    by_block, replicated = _specs(mesh, (True, False))
-    placed = jax.device_put(shared, replicated)
+    placed = [jax.device_put(shared, d) for d in used]
     outputs = []
-    for group in groups:
-        group = jax.device_put(group, by_block)
+    for i, block in enumerate(mine):
+        j = i % len(used)
+        block_j = jax.device_put(block, used[j])
         if init_program is None:
-            outputs.append(compiled[0](group, placed))
+            outputs.append(compiled[0][j](block_j, placed[j]))
         else:
-            outputs.append(compiled[1](group, compiled[0](group, placed), placed))
+            init_out = compiled[0][j](block_j, placed[j])
+            outputs.append(compiled[1][j](block_j, init_out, placed[j]))
     host = [jax.device_get(o) for o in outputs]
-    local = jax.tree.map(
-        lambda *a: np.concatenate(a).reshape(-1, block_size, *a[0].shape[1:])[: len(mine)],
-        *host,
-    )  # [my_blocks, block, ...]
+    local = jax.tree.map(lambda *a: np.stack(a), *host)  # [my_blocks, block, ...]
     if n_proc > 1:
         from jax.experimental import multihost_utils
 
@@ -196,7 +161,8 @@ def run_blocks(
     out = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n_runs], local)
     if timings is not None:
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
-        # The init and training executables are compiled together: count programs.
+        # The init and training executables of a device are compiled together:
+        # count programs (training executables, one per device), not stages.
         new = (_compiled.cache_info().misses - misses) // len(stages)
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
