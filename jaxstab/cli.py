@@ -388,10 +388,11 @@ def sweep_command(args: argparse.Namespace, interrupts: _Interrupts, argv: Seque
     print(report.summary_table(report.read_results(out)))
     t = summary.timings
     spec = summary.spec
+    compiled = int(t.get("executables", 0))
     print(
         f"\n{len(spec.configs())} grid points x {spec['seeds']} seeds = {summary.runs} runs "
         f"({summary.resumed} resumed, {summary.computed} trained), "
-        f"{int(t.get('executables', 0))} programs compiled"
+        f"{compiled} program{'' if compiled == 1 else 's'} compiled"
     )
     print(
         f"time: compile {t.get('lower', 0) + t.get('compile', 0):.1f} s "
