@@ -192,8 +192,17 @@ DEVICE_SCRIPT = textwrap.dedent(
         data=(x, y),
         # 9 seeds x 2 = 18 runs: three blocks of 8, spread over the devices, the last padded.
         runs=engine.grid(9, lr=[0.5, 1.0], clip=[np.inf]),
-        steps=60, batch_size=32)
-    np.savez(sys.argv[1], **result.metrics)
+        steps=60, batch_size=32,
+        # Reductions outside the training step too: evaluations and per-leaf statistics.
+        evaluate=lambda p, d, hp: {
+            "loss": js.softmax_cross_entropy(js.apply_mlp(p, d[0]), d[1]).mean(),
+            "acc": jnp.mean(jnp.argmax(js.apply_mlp(p, d[0]), -1) == d[1])},
+        eval_data=(x, y), eval_every=20,
+        inspect=lambda p, d, hp: {
+            "sq": jnp.stack([jnp.mean(jnp.square(a)) for a in jax.tree.leaves(p)])})
+    np.savez(sys.argv[1], **result.metrics,
+             **{"eval_" + k: v for k, v in result.evals.items()},
+             **{f"{w}_{k}": v for w, t in result.inspections.items() for k, v in t.items()})
     """
 )
 
@@ -206,7 +215,9 @@ def test_results_are_bit_identical_on_1_2_and_4_devices(tmp_path):
             [sys.executable, "-c", DEVICE_SCRIPT, str(path), str(n)], check=True, timeout=600
         )
         outs[n] = dict(np.load(path))
-    assert set(outs[1]) == {"loss", "grad_norm", "clipped"}
+    assert set(outs[1]) == {
+        "loss", "grad_norm", "clipped", "eval_loss", "eval_acc", "init_sq", "final_sq"
+    }  # fmt: skip
     assert outs[1]["loss"].shape == (18, 60)
     # SGD at these rates amplifies any rounding difference over 60 steps.
     assert np.nanstd(outs[1]["loss"][:, -1]) > 0
