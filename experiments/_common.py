@@ -19,13 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from jaxstab import compile_cache
 from jaxstab.sweep import save_figure, write_text
 
 
 def parse_args(
     name: str, description: str | None, argv: Sequence[str] | None = None
 ) -> argparse.Namespace:
-    """The experiment's command line: ``--quick`` and ``--workdir``.
+    """The experiment's command line: ``--quick``, ``--workdir``, ``--no-compile-cache``.
+
+    Parsing also turns on jax's persistent compilation cache
+    (:func:`jaxstab.compile_cache.enable`, as ``jaxstab sweep`` does) unless
+    ``--no-compile-cache`` is given: a rerun loads its programs instead of
+    compiling them again.
 
     Args:
       name: the experiment's name; the default workdir is ``runs/experiments/<name>``.
@@ -34,7 +40,8 @@ def parse_args(
       argv: the arguments, without the program name; None reads ``sys.argv``.
 
     Returns:
-      The namespace with ``quick`` (bool) and ``workdir`` (a ``Path``).
+      The namespace with ``quick`` (bool), ``workdir`` (a ``Path``) and
+      ``no_compile_cache`` (bool).
     """
     first_line = description.strip().splitlines()[0] if description else None
     parser = argparse.ArgumentParser(description=first_line)
@@ -45,7 +52,15 @@ def parse_args(
         default=Path("runs/experiments") / name,
         help="where results.json and the figures go (default: %(default)s)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use jax's persistent compilation cache (default: on, in "
+        "$XDG_CACHE_HOME/jaxstab/jax or ~/.cache/jaxstab/jax)",
+    )
+    args = parser.parse_args(argv)
+    compile_cache.enable(not args.no_compile_cache)
+    return args
 
 
 def pyplot() -> Any:

@@ -5,6 +5,7 @@ stable losses, optax clipping transforms that report what they did, per-layer
 diagnostics and mean-field theory.
 """
 
+from jaxstab import compile_cache as compile_cache
 from jaxstab import devices as devices
 from jaxstab import diagnostics as diagnostics
 from jaxstab import layouts as layouts
@@ -74,6 +75,7 @@ __all__ = [
     "calculate_gain",
     "clip_by_global_norm",
     "clip_by_layer_norm",
+    "compile_cache",
     "compute_fans",
     "devices",
     "diagnostics",

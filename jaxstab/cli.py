@@ -33,13 +33,11 @@ class UsageError(Exception):
 
 
 def compile_cache_dir() -> Path:
-    """Where ``jaxstab sweep`` keeps jax's persistent compilation cache.
+    """Where ``jaxstab sweep`` keeps jax's persistent compilation cache (see
+    :func:`jaxstab.compile_cache.cache_dir`)."""
+    from jaxstab.compile_cache import cache_dir
 
-    ``$XDG_CACHE_HOME/jaxstab/jax``, or ``~/.cache/jaxstab/jax``; delete the folder
-    to clear it. ``JAX_COMPILATION_CACHE_DIR``, when set, wins.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jaxstab" / "jax"
+    return cache_dir()
 
 
 # --- the parser ----------------------------------------------------------------------
@@ -282,21 +280,9 @@ def _set_cpu_devices(choice: int | str) -> None:
 
 def _compile_cache(enabled: bool) -> str | None:
     """Turns jax's persistent compilation cache on (in :func:`compile_cache_dir`) or off."""
-    import jax
+    from jaxstab.compile_cache import enable
 
-    if not enabled:
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
-    current = jax.config.values.get("jax_compilation_cache_dir")
-    if current:
-        return str(current)
-    path = compile_cache_dir()
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        # Also the many small programs (evaluation glue, theory curves of the figures):
-        # each is cheap to keep, and together they cost seconds per start.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return str(path)
+    return enable(enabled)
 
 
 def _distributed() -> None:

@@ -441,7 +441,7 @@ def run_group(
     )
     if timings is not None:
         for k, v in out.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
+            timings[k] = max(timings.get(k, 0), v) if k == "devices" else timings.get(k, 0.0) + v
     results, start = [], 0
     for config in configs:
         sl = slice(start, start + config.seeds)

@@ -182,6 +182,10 @@ DEVICE_SCRIPT = textwrap.dedent(
     import jaxstab as js
     from jaxstab import engine
     assert len(jax.devices()) == int(sys.argv[2])
+    # all: every device; auto: the CPU default; join: the default, made to join at once
+    mode = sys.argv[3]
+    if mode == "join":
+        engine._blocks.JOIN_FACTOR = 0.0
     x = jax.random.normal(jax.random.key(0), (256, 8))
     y = jnp.argmax(x[:, :4], axis=1)
     sizes = [8, 32, 32, 32, 4]
@@ -199,8 +203,9 @@ DEVICE_SCRIPT = textwrap.dedent(
             "acc": jnp.mean(jnp.argmax(js.apply_mlp(p, d[0]), -1) == d[1])},
         eval_data=(x, y), eval_every=20,
         inspect=lambda p, d, hp: {
-            "sq": jnp.stack([jnp.mean(jnp.square(a)) for a in jax.tree.leaves(p)])})
-    np.savez(sys.argv[1], **result.metrics,
+            "sq": jnp.stack([jnp.mean(jnp.square(a)) for a in jax.tree.leaves(p)])},
+        devices=jax.devices() if mode == "all" else None)
+    np.savez(sys.argv[1], used=result.timings["devices"], **result.metrics,
              **{"eval_" + k: v for k, v in result.evals.items()},
              **{f"{w}_{k}": v for w, t in result.inspections.items() for k, v in t.items()})
     """
@@ -209,21 +214,34 @@ DEVICE_SCRIPT = textwrap.dedent(
 
 def test_results_are_bit_identical_on_1_2_and_4_devices(tmp_path):
     outs = {}
-    for n in (1, 2, 4):
-        path = tmp_path / f"d{n}.npz"
+    # Every device given explicitly (round robin: one device takes two blocks); the
+    # CPU default made to join at once (work stealing: 3 blocks on 4 devices); the
+    # CPU default as it is.
+    cases = ((1, "all"), (2, "all"), (4, "join"), (2, "auto"))
+    for n, mode in cases:
+        path = tmp_path / f"d{n}{mode}.npz"
         subprocess.run(
-            [sys.executable, "-c", DEVICE_SCRIPT, str(path), str(n)], check=True, timeout=600
+            [sys.executable, "-c", DEVICE_SCRIPT, str(path), str(n), mode],
+            check=True,
+            timeout=600,
         )
-        outs[n] = dict(np.load(path))
+        out = dict(np.load(path))
+        used = int(out.pop("used"))
+        # auto: this job's blocks take far less than a compile, so one device runs them.
+        assert used == (1 if mode == "auto" else min(n, 3)), (n, mode, used)
+        outs[n, mode] = out
+    outs[1] = outs[1, "all"]
     assert set(outs[1]) == {
         "loss", "grad_norm", "clipped", "eval_loss", "eval_acc", "init_sq", "final_sq"
     }  # fmt: skip
     assert outs[1]["loss"].shape == (18, 60)
     # SGD at these rates amplifies any rounding difference over 60 steps.
     assert np.nanstd(outs[1]["loss"][:, -1]) > 0
-    for n in (2, 4):
+    for n, mode in cases[1:]:
         for k, v in outs[1].items():
-            np.testing.assert_array_equal(outs[n][k], v, err_msg=f"{k} on {n} devices")
+            np.testing.assert_array_equal(
+                outs[n, mode][k], v, err_msg=f"{k} on {n} devices ({mode})"
+            )
 
 
 def test_divergence_freezes_only_the_diverged_runs():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,3 +175,28 @@ def test_every_results_file_has_a_section():
     assert committed == set(_findings.EXPERIMENTS)
     for path in _findings.RESULTS.glob("*.json"):
         json.loads(path.read_text())  # strict JSON
+
+
+CACHE_SCRIPT = """
+import sys
+sys.path.insert(0, "experiments")
+import jax
+import _common
+_common.parse_args("x", None, sys.argv[1:])
+values = jax.config.values
+print(values["jax_enable_compilation_cache"], values["jax_compilation_cache_dir"])
+"""
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-compile-cache"]])
+def test_experiments_use_the_persistent_compilation_cache_unless_told_not_to(flag, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", CACHE_SCRIPT, *flag],
+        cwd=_findings.ROOT, env=env, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.split()  # fmt: skip
+    if flag:
+        assert out[0] == "False"
+    else:
+        assert out == ["True", str(tmp_path / "jaxstab" / "jax")]

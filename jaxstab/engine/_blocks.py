@@ -11,7 +11,10 @@ whichever device, block or position it lands in. No collectives are needed.
 
 Each device gets its own executable (XLA binds one to a device); they are
 compiled in parallel threads (XLA releases the GIL while compiling), and
-blocks are dispatched asynchronously, so the devices run concurrently.
+blocks are dispatched asynchronously, so the devices run concurrently. The
+devices of a CPU share the host's cores, so there a second compile is paid for
+by the first device's training: by default one CPU device starts, times its
+compile and first block, and the others join only if the work left pays.
 Several hosts: each process computes the blocks ``i`` with
 ``i % process_count == process_index`` on its own devices, and the results are
 all-gathered.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["BLOCK_SIZE", "run_blocks"]
+__all__ = ["BLOCK_SIZE", "JOIN_FACTOR", "run_blocks"]
 
 BLOCK_SIZE = 8
 """Runs per block. XLA:CPU gives bit-identical per-run results for blocks of 8
@@ -64,6 +68,7 @@ def _compiled(program: Any, options: Any, device: jax.Device, *sigs: Any) -> Any
 # run time: XLA's backend optimization level 1 compiles the threefry draws of a
 # deep MLP in a fraction of the default's time and runs them nearly as fast.
 INIT_OPTIONS = (("xla_backend_optimization_level", 1),)
+TRAIN_OPTIONS: tuple[tuple[str, Any], ...] = ()
 
 
 def _pad_blocks(runs: Any, n: int, block_size: int, n_blocks: int) -> list[Any]:
@@ -80,6 +85,102 @@ def _pad_blocks(runs: Any, n: int, block_size: int, n_blocks: int) -> list[Any]:
     ]
 
 
+# An extra CPU device pays for its compile only when the work left is large: the
+# devices of one host share its cores, so a second device's compile slows the
+# first's training, and 2 devices train about 1.7x faster than 1, not 2x
+# (BENCHMARKS.md, throughput). The extra devices join once the blocks left would
+# take more than JOIN_FACTOR compile times on one device (break-even near 2.4).
+JOIN_FACTOR = 2.5
+
+
+def _stages(
+    program: Any, init_program: Any, sigs: tuple[Any, ...], device: jax.Device
+) -> list[tuple[Any, Any, tuple[Any, ...]]]:
+    """``(program, options, signatures)`` of each compiled stage: init (if any), then train."""
+    stages: list[tuple[Any, Any, tuple[Any, ...]]] = []
+    if init_program is not None:
+        stages.append((init_program, INIT_OPTIONS, sigs))
+        out_info = _lowered(init_program, device, *sigs).out_info
+        sigs = (sigs[0], _signature(out_info), sigs[1])
+    stages.append((program, TRAIN_OPTIONS, sigs))
+    return stages
+
+
+def _compile_all(
+    stages: list[tuple[Any, Any, tuple[Any, ...]]], devices: Sequence[jax.Device]
+) -> list[list[Any]]:
+    """Every stage's executable for every device, compiled in parallel threads.
+
+    Returns:
+      ``executables[device][stage]``.
+    """
+    for d in devices:  # trace and lower in this thread; jax caches the trace
+        for prog, _, stage_sigs in stages:
+            _lowered(prog, d, *stage_sigs)
+    jobs = [(prog, opts, d, sigs) for d in devices for prog, opts, sigs in stages]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        done = list(pool.map(lambda job: _compiled(job[0], job[1], job[2], *job[3]), jobs))
+    return [done[k * len(stages) : (k + 1) * len(stages)] for k in range(len(devices))]
+
+
+def _call(executables: list[Any], block: Any, shared: Any, device: jax.Device) -> Any:
+    """One block on one device: init (if a stage) then train; the output stays on device."""
+    block = jax.device_put(block, device)
+    if len(executables) == 1:
+        return executables[0](block, shared)
+    return executables[1](block, executables[0](block, shared), shared)
+
+
+def _run_adaptive(
+    stages: list[tuple[Any, Any, tuple[Any, ...]]],
+    blocks: list[Any],
+    shared: Any,
+    devices: list[jax.Device],
+    clock: dict[str, float],
+) -> list[Any]:
+    """The blocks on one CPU device, and on the others too once the work left pays.
+
+    The first device compiles and runs block 0, which times both. If the blocks
+    left would take more than :data:`JOIN_FACTOR` of that compile time, the other
+    devices compile in background threads and each device then takes the next
+    block as it becomes free. Which device runs a block does not change its
+    numbers (every device runs the same executable on the same block).
+    """
+    t0 = time.perf_counter()
+    first = _compile_all(stages, devices[:1])[0]
+    t1 = time.perf_counter()
+    placed = {devices[0]: jax.device_put(shared, devices[0])}
+    outputs: list[Any] = [
+        jax.block_until_ready(_call(first, blocks[0], placed[devices[0]], devices[0]))
+    ]
+    t2 = time.perf_counter()
+    outputs += [None] * (len(blocks) - 1)
+    clock["compile"] = t1 - t0
+    left = len(blocks) - 1
+    join = left >= 2 and left * (t2 - t1) > JOIN_FACTOR * (t1 - t0)
+    workers = devices if join else devices[:1]
+    queue = iter(range(1, len(blocks)))
+    lock = threading.Lock()
+
+    def work(device: jax.Device) -> float:
+        start = time.perf_counter()
+        executables = first if device == devices[0] else _compile_all(stages, [device])[0]
+        compiled = time.perf_counter() - start
+        here = placed[device] if device in placed else jax.device_put(shared, device)
+        while True:
+            with lock:
+                i = next(queue, None)
+            if i is None:
+                return compiled
+            outputs[i] = jax.block_until_ready(_call(executables, blocks[i], here, device))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        background = list(pool.map(work, workers))
+    clock["background_compile"] = max(background)
+    clock["devices"] = len(workers)
+    return outputs
+
+
 def run_blocks(
     program: Callable[..., Any],
     runs: Any,
@@ -93,6 +194,13 @@ def run_blocks(
 ) -> Any:
     """Runs ``program`` on every block of runs; the stacked numpy outputs.
 
+    Which devices run the blocks: all of ``devices`` when they are given, on an
+    accelerator, or with several processes (each device compiles its executable,
+    in parallel threads, and the blocks go round robin). By default on a CPU, whose
+    devices share the host's cores, one device starts and the others join only
+    when the work left pays for their compile (see :data:`JOIN_FACTOR`). The
+    choice changes the time, never the numbers.
+
     Args:
       program: a jitted function of ``(runs_block, shared)``, or of
         ``(runs_block, init_out, shared)`` with ``init_program``; its outputs
@@ -102,16 +210,20 @@ def run_blocks(
       n_runs: the length of the runs axis.
       init_program: an optional jitted ``(runs_block, shared) -> init_out``,
         compiled at a low optimization level; its output stays on the device.
-      devices: this process's devices to use; default ``jax.local_devices()``.
+      devices: this process's devices to use, all of them; default
+        ``jax.local_devices()``, on a CPU as many as pay (see above).
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
-        ``"compile"`` (XLA, all devices in parallel) and ``"run"`` entries, and
-        the number of newly compiled programs (one per device; an
-        ``init_program`` is counted with its program) to ``"executables"``.
+        ``"compile"`` (XLA, before the first block runs) and ``"run"`` entries
+        (``"run"`` includes the compiles of devices that join later, which run
+        beside the training), and the number of newly compiled programs (one per
+        device; an ``init_program`` is counted with its program) to
+        ``"executables"``; ``"devices"`` is set to the number of devices used.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
     """
+    explicit = devices is not None
     devices = list(jax.local_devices() if devices is None else devices)
     n_proc, proc = jax.process_count(), jax.process_index()
     n_blocks = -(-n_runs // block_size)
@@ -119,35 +231,28 @@ def run_blocks(
     blocks = _pad_blocks(runs, n_runs, block_size, n_blocks)
     mine = blocks[proc::n_proc]
     used = devices[: len(mine)]
+    adaptive = not explicit and n_proc == 1 and len(used) > 1 and used[0].platform == "cpu"
 
     t0 = time.perf_counter()
     misses = _compiled.cache_info().misses
     sigs: tuple[Any, ...] = (_signature(mine[0]), _signature(shared))
-    stages: list[tuple[Any, Any, tuple[Any, ...]]] = []  # (program, options, signatures)
-    if init_program is not None:
-        stages.append((init_program, INIT_OPTIONS, sigs))
-        out_info = _lowered(init_program, used[0], *sigs).out_info
-        sigs = (sigs[0], _signature(out_info), sigs[1])
-    stages.append((program, (), sigs))
-    for d in used:  # trace and lower in this thread; jax caches the trace
-        for prog, _, stage_sigs in stages:
-            _lowered(prog, d, *stage_sigs)
+    stages = _stages(program, init_program, sigs, used[0])
+    for prog, _, stage_sigs in stages:  # trace and lower in this thread
+        _lowered(prog, used[0], *stage_sigs)
     t_lower = time.perf_counter()
-    jobs = [(prog, opts, d, stage_sigs) for prog, opts, stage_sigs in stages for d in used]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        done = list(pool.map(lambda job: _compiled(job[0], job[1], job[2], *job[3]), jobs))
-    compiled = [done[k * len(used) : (k + 1) * len(used)] for k in range(len(stages))]
-    t1 = time.perf_counter()
-    placed = [jax.device_put(shared, d) for d in used]
-    outputs = []
-    for i, block in enumerate(mine):
-        j = i % len(used)
-        block_j = jax.device_put(block, used[j])
-        if init_program is None:
-            outputs.append(compiled[0][j](block_j, placed[j]))
-        else:
-            init_out = compiled[0][j](block_j, placed[j])
-            outputs.append(compiled[1][j](block_j, init_out, placed[j]))
+    clock: dict[str, float] = {}
+    if adaptive:
+        outputs = _run_adaptive(stages, mine, shared, used, clock)
+        t1 = t_lower + clock["compile"]
+    else:
+        compiled = _compile_all(stages, used)
+        t1 = time.perf_counter()
+        placed = [jax.device_put(shared, d) for d in used]
+        outputs = [
+            _call(compiled[i % len(used)], block, placed[i % len(used)], used[i % len(used)])
+            for i, block in enumerate(mine)
+        ]
+        clock["devices"] = len(used)
     host = [jax.device_get(o) for o in outputs]
     local = jax.tree.map(lambda *a: np.stack(a), *host)  # [my_blocks, block, ...]
     if n_proc > 1:
@@ -167,4 +272,8 @@ def run_blocks(
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
         timings["run"] = timings.get("run", 0.0) + time.perf_counter() - t1
+        timings["background_compile"] = timings.get("background_compile", 0.0) + clock.get(
+            "background_compile", 0.0
+        )
+        timings["devices"] = max(timings.get("devices", 0), clock["devices"])
     return out
