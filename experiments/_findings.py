@@ -45,6 +45,9 @@ EXPERIMENTS = (
     "dying_relu",
     "clipping_rescue",
     "softmax_numerics",
+    "isometry_training",
+    "finite_width",
+    "remedies",
 )
 
 HEADER = """\
