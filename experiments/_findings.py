@@ -48,6 +48,7 @@ EXPERIMENTS = (
     "isometry_training",
     "finite_width",
     "remedies",
+    "lsuv",
 )
 
 HEADER = """\
