@@ -12,9 +12,9 @@ whichever device, block or position it lands in. No collectives are needed.
 Each device gets its own executable (XLA binds one to a device); they are
 compiled in parallel threads (XLA releases the GIL while compiling), and
 blocks are dispatched asynchronously, so the devices run concurrently. The
-devices of a CPU share the host's cores, so there a second compile is paid for
-by the first device's training: by default one CPU device starts, times its
-compile and first block, and the others join only if the work left pays.
+devices of a CPU share the host's cores, so there (by default, with more blocks
+than devices) the first device compiles alone and starts training while the
+others compile in the background and join as they are ready.
 Several hosts: each process computes the blocks ``i`` with
 ``i % process_count == process_index`` on its own devices, and the results are
 all-gathered.
@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["BLOCK_SIZE", "JOIN_FACTOR", "run_blocks"]
+__all__ = ["BLOCK_SIZE", "run_blocks"]
 
 BLOCK_SIZE = 8
 """Runs per block. XLA:CPU gives bit-identical per-run results for blocks of 8
@@ -85,14 +85,6 @@ def _pad_blocks(runs: Any, n: int, block_size: int, n_blocks: int) -> list[Any]:
     ]
 
 
-# An extra CPU device pays for its compile only when the work left is large: the
-# devices of one host share its cores, so a second device's compile slows the
-# first's training, and 2 devices train about 1.7x faster than 1, not 2x
-# (BENCHMARKS.md, throughput). The extra devices join once the blocks left would
-# take more than JOIN_FACTOR compile times on one device (break-even near 2.4).
-JOIN_FACTOR = 2.5
-
-
 def _stages(
     program: Any, init_program: Any, sigs: tuple[Any, ...], device: jax.Device
 ) -> list[tuple[Any, Any, tuple[Any, ...]]]:
@@ -131,53 +123,45 @@ def _call(executables: list[Any], block: Any, shared: Any, device: jax.Device) -
     return executables[1](block, executables[0](block, shared), shared)
 
 
-def _run_adaptive(
+def _run_staggered(
     stages: list[tuple[Any, Any, tuple[Any, ...]]],
     blocks: list[Any],
     shared: Any,
     devices: list[jax.Device],
     clock: dict[str, float],
 ) -> list[Any]:
-    """The blocks on one CPU device, and on the others too once the work left pays.
+    """The first device trains as soon as its own compile is done; the others join.
 
-    The first device compiles and runs block 0, which times both. If the blocks
-    left would take more than :data:`JOIN_FACTOR` of that compile time, the other
-    devices compile in background threads and each device then takes the next
-    block as it becomes free. Which device runs a block does not change its
-    numbers (every device runs the same executable on the same block).
+    The first device compiles alone (so the first block starts after one compile,
+    not after all of them competing for the host's cores), then takes blocks from
+    a shared queue while the other devices compile in background threads and take
+    blocks as they become free (work stealing). Which device runs a block does
+    not change its numbers: every device runs the same executable on it.
     """
     t0 = time.perf_counter()
     first = _compile_all(stages, devices[:1])[0]
-    t1 = time.perf_counter()
-    placed = {devices[0]: jax.device_put(shared, devices[0])}
-    outputs: list[Any] = [
-        jax.block_until_ready(_call(first, blocks[0], placed[devices[0]], devices[0]))
-    ]
-    t2 = time.perf_counter()
-    outputs += [None] * (len(blocks) - 1)
-    clock["compile"] = t1 - t0
-    left = len(blocks) - 1
-    join = left >= 2 and left * (t2 - t1) > JOIN_FACTOR * (t1 - t0)
-    workers = devices if join else devices[:1]
-    queue = iter(range(1, len(blocks)))
+    clock["compile"] = time.perf_counter() - t0
+    outputs: list[Any] = [None] * len(blocks)
+    queue = iter(range(len(blocks)))
     lock = threading.Lock()
 
-    def work(device: jax.Device) -> float:
+    def work(device: jax.Device) -> tuple[float, int]:
         start = time.perf_counter()
         executables = first if device == devices[0] else _compile_all(stages, [device])[0]
-        compiled = time.perf_counter() - start
-        here = placed[device] if device in placed else jax.device_put(shared, device)
+        compiled, taken = time.perf_counter() - start, 0
+        here = jax.device_put(shared, device)
         while True:
             with lock:
                 i = next(queue, None)
             if i is None:
-                return compiled
+                return compiled, taken
             outputs[i] = jax.block_until_ready(_call(executables, blocks[i], here, device))
+            taken += 1
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(workers)) as pool:
-        background = list(pool.map(work, workers))
-    clock["background_compile"] = max(background)
-    clock["devices"] = len(workers)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        done = list(pool.map(work, devices))
+    clock["background_compile"] = max(c for c, _ in done[1:])
+    clock["devices"] = sum(n > 0 for _, n in done)
     return outputs
 
 
@@ -194,12 +178,13 @@ def run_blocks(
 ) -> Any:
     """Runs ``program`` on every block of runs; the stacked numpy outputs.
 
-    Which devices run the blocks: all of ``devices`` when they are given, on an
-    accelerator, or with several processes (each device compiles its executable,
-    in parallel threads, and the blocks go round robin). By default on a CPU, whose
-    devices share the host's cores, one device starts and the others join only
-    when the work left pays for their compile (see :data:`JOIN_FACTOR`). The
-    choice changes the time, never the numbers.
+    How the blocks reach the devices: when ``devices`` are given, on an
+    accelerator, or with several processes, each device compiles its executable
+    (in parallel threads) and the blocks go round robin. By default on a CPU,
+    whose devices share the host's cores, and with more blocks than devices, the
+    first device compiles alone and starts, and the others compile in the
+    background and take blocks as they free up. The choice changes the time,
+    never the numbers.
 
     Args:
       program: a jitted function of ``(runs_block, shared)``, or of
@@ -210,15 +195,14 @@ def run_blocks(
       n_runs: the length of the runs axis.
       init_program: an optional jitted ``(runs_block, shared) -> init_out``,
         compiled at a low optimization level; its output stays on the device.
-      devices: this process's devices to use, all of them; default
-        ``jax.local_devices()``, on a CPU as many as pay (see above).
+      devices: this process's devices to use; default ``jax.local_devices()``.
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
         ``"compile"`` (XLA, before the first block runs) and ``"run"`` entries
         (``"run"`` includes the compiles of devices that join later, which run
         beside the training), and the number of newly compiled programs (one per
         device; an ``init_program`` is counted with its program) to
-        ``"executables"``; ``"devices"`` is set to the number of devices used.
+        ``"executables"``; ``"devices"`` is set to the number of devices that ran blocks.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
@@ -231,7 +215,12 @@ def run_blocks(
     blocks = _pad_blocks(runs, n_runs, block_size, n_blocks)
     mine = blocks[proc::n_proc]
     used = devices[: len(mine)]
-    adaptive = not explicit and n_proc == 1 and len(used) > 1 and used[0].platform == "cpu"
+    # Staggered only where a device has more than one block to take: with one block
+    # each, the others would wait for their compile anyway, and compiling all at
+    # once is faster (measured on the default sweep, 2 blocks per program).
+    staggered = (
+        not explicit and n_proc == 1 and len(mine) > len(devices) > 1 and used[0].platform == "cpu"
+    )
 
     t0 = time.perf_counter()
     misses = _compiled.cache_info().misses
@@ -241,8 +230,8 @@ def run_blocks(
         _lowered(prog, used[0], *stage_sigs)
     t_lower = time.perf_counter()
     clock: dict[str, float] = {}
-    if adaptive:
-        outputs = _run_adaptive(stages, mine, shared, used, clock)
+    if staggered:
+        outputs = _run_staggered(stages, mine, shared, used, clock)
         t1 = t_lower + clock["compile"]
     else:
         compiled = _compile_all(stages, used)
