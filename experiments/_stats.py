@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,3 +166,27 @@ def summary(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> dict[str,
     if finite.size >= 2:
         out["ci"] = list(bootstrap_ci(finite, np.median, seed=seed, method="percentile"))
     return out
+
+
+def best_lr(final_losses: Mapping[float, np.ndarray]) -> float:
+    """The learning-rate rule, fixed in advance: the best cell of the grid.
+
+    Among the learning rates at which no seed diverged, the one with the lowest
+    median final loss; if every learning rate lost a seed, the one with the fewest
+    diverged seeds, then the lowest median with diverged seeds ranked worst.
+
+    Args:
+      final_losses: learning rate -> per-seed final training loss (NaN: diverged).
+
+    Returns:
+      The chosen learning rate.
+    """
+    if not final_losses:
+        raise ValueError("best_lr: an empty learning-rate grid")
+
+    def key(lr: float) -> tuple[int, float, float]:
+        loss = np.asarray(final_losses[lr], np.float64)
+        diverged = int(np.sum(~np.isfinite(loss)))
+        return diverged, float(np.median(np.where(np.isfinite(loss), loss, np.inf))), lr
+
+    return min(final_losses, key=key)

@@ -565,24 +565,6 @@ def train_cell(
     return np.asarray(out.eval_steps), by_lr
 
 
-def best_lr(final_losses: Mapping[float, np.ndarray]) -> float:
-    """The learning-rate rule, fixed before the run: the best cell of the grid.
-
-    Among the learning rates at which no seed diverged, the one with the lowest
-    median final loss; if every one lost a seed, the fewest diverged, then the
-    lowest median with diverged seeds ranked worst.
-    """
-    if not final_losses:
-        raise ValueError("best_lr: an empty learning-rate grid")
-
-    def key(lr: float) -> tuple[int, float, float]:
-        loss = np.asarray(final_losses[lr], np.float64)
-        finite = np.isfinite(loss)
-        return int(np.sum(~finite)), float(np.median(np.where(finite, loss, np.inf))), lr
-
-    return min(final_losses, key=key)
-
-
 def first_below(curves: np.ndarray, steps: np.ndarray, threshold: float) -> np.ndarray:
     """Per seed, the first evaluated step with loss below ``threshold`` (NaN: never)."""
     c = np.where(np.isfinite(curves), curves, np.inf)
@@ -599,7 +581,7 @@ def summarize_training(
 ) -> dict[str, Any]:
     """One trained cell at its chosen learning rate: started fraction, final loss, curves."""
     finals = {lr: np.asarray(by_lr[lr])[:, -1] for lr in config.lrs}
-    lr = best_lr(finals)
+    lr = _stats.best_lr(finals)
     curves = np.asarray(by_lr[lr])
     final = np.where(np.isfinite(finals[lr]), finals[lr], np.inf)  # diverged: worst
     started = int(np.sum(final < STARTED_LOSS))

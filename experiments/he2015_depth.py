@@ -150,30 +150,6 @@ def outcomes(final_loss: np.ndarray, stall_margin: float) -> dict[str, int]:
         }
 
 
-def best_lr(final_losses: Mapping[float, np.ndarray]) -> float:
-    """The learning-rate rule, fixed in advance: the best cell of the grid.
-
-    Among the learning rates at which no seed diverged, the one with the lowest
-    median final loss; if every learning rate lost a seed, the one with the fewest
-    diverged seeds, then the lowest median with diverged seeds ranked worst.
-
-    Args:
-      final_losses: learning rate -> per-seed final training loss (NaN: diverged).
-
-    Returns:
-      The chosen learning rate.
-    """
-    if not final_losses:
-        raise ValueError("best_lr: an empty learning-rate grid")
-
-    def key(lr: float) -> tuple[int, float, float]:
-        loss = np.asarray(final_losses[lr], np.float64)
-        diverged = int(np.sum(~np.isfinite(loss)))
-        return diverged, float(np.median(np.where(np.isfinite(loss), loss, np.inf))), lr
-
-    return min(final_losses, key=key)
-
-
 def arm_summary(final_loss: np.ndarray, stall_margin: float) -> dict[str, Any]:
     """One cell's final losses: median with its bootstrap interval, outcome counts, seeds."""
     loss = np.asarray(final_loss, np.float64).reshape(-1)
@@ -216,7 +192,7 @@ def summarize_training(results: Sequence[Result], config: ExperimentConfig) -> d
     arms: dict[str, Any] = {}
     for (depth, init), by_lr in cells.items():
         finals = {lr: r.eval_train_loss[:, -1] for lr, r in by_lr.items()}
-        chosen = best_lr(finals)
+        chosen = _stats.best_lr(finals)
         r = by_lr[chosen]
         grid = lr_grid(config, init)
         arms[f"d{depth}/{init}"] = {

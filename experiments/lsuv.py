@@ -375,24 +375,6 @@ def steps_to_threshold(loss: np.ndarray, window: int, threshold: float) -> np.nd
     return np.where(below.any(axis=-1), first + window, np.inf).astype(np.float64)
 
 
-def best_lr(final_losses: Mapping[float, np.ndarray]) -> float:
-    """The learning-rate rule, fixed in advance: the best cell of the grid.
-
-    Among the learning rates at which no seed diverged, the one with the lowest median
-    final training loss; if every learning rate lost a seed, the one with the fewest
-    diverged seeds, then the lowest median with diverged seeds ranked worst.
-    """
-    if not final_losses:
-        raise ValueError("best_lr: an empty learning-rate grid")
-
-    def key(lr: float) -> tuple[int, float, float]:
-        loss = np.asarray(final_losses[lr], np.float64)
-        diverged = int(np.sum(~np.isfinite(loss)))
-        return diverged, float(np.median(np.where(np.isfinite(loss), loss, np.inf))), lr
-
-    return min(final_losses, key=key)
-
-
 def ratio_of_medians(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """``exp(median log a - median log b)`` with its 95% bootstrap interval.
 
@@ -452,7 +434,7 @@ def summarize_cell(
     arms: dict[str, Any] = {}
     for a, arm in enumerate(ARMS):
         masks = {lr: (arm_ids == a) & np.isclose(lrs, lr) for lr in config.lrs}
-        chosen = best_lr({lr: final[m] for lr, m in masks.items()})
+        chosen = _stats.best_lr({lr: final[m] for lr, m in masks.items()})
         m = masks[chosen]
         arms[arm] = {
             "lr": chosen,

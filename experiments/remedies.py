@@ -386,21 +386,6 @@ def init_death(
 # --- statistics ----------------------------------------------------------------------------
 
 
-def best_lr(final_losses: Mapping[float, np.ndarray]) -> float:
-    """The learning-rate rule, fixed in advance: among the learning rates at which no
-    seed diverged, the lowest median final loss; if every one lost a seed, the fewest
-    diverged, then the lowest median with diverged seeds ranked worst."""
-    if not final_losses:
-        raise ValueError("best_lr: an empty learning-rate grid")
-
-    def key(lr: float) -> tuple[int, float, float]:
-        loss = np.asarray(final_losses[lr], np.float64)
-        diverged = int(np.sum(~np.isfinite(loss)))
-        return diverged, float(np.median(np.where(np.isfinite(loss), loss, np.inf))), lr
-
-    return min(final_losses, key=key)
-
-
 def gap_closed(xavier_sgd: Any, xavier_adam: Any, he_sgd: Any) -> float:
     """``(m_XS - m_XA) / (m_XS - m_HS)`` of the median final losses ``m``: 0 when Adam
     does no better than SGD from Xavier, 1 when it reaches He with SGD."""
@@ -505,7 +490,7 @@ def summarize_remedies(
             for j, lr in enumerate(config.remedy_lrs):
                 cells[repr(lr)] = cell_summary(res, a * len(config.remedy_lrs) + j)
             finals = {lr: _nan(cells[repr(lr)]["final_loss_per_seed"]) for lr in config.remedy_lrs}
-            chosen = best_lr(finals)
+            chosen = _stats.best_lr(finals)
             arch["arms"][arm.name] = {
                 "slope": arm.slope,
                 "bias": arm.bias,
@@ -600,7 +585,7 @@ def summarize_adam(res: Mapping[str, np.ndarray], config: ExperimentConfig) -> d
             cells[repr(lr)] = cell_summary(res, i)
             i += 1
         finals = {lr: _nan(cells[repr(lr)]["final_loss_per_seed"]) for lr in grid}
-        chosen = best_lr(finals)
+        chosen = _stats.best_lr(finals)
         arms[adam_label(init, adam)] = {
             "lr": chosen,
             "lr_at_grid_edge": chosen in (min(grid), max(grid)),

@@ -24,6 +24,7 @@ import jaxstab as js
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import _common
+import _stats
 import finite_width as fw
 import signal_propagation
 
@@ -147,7 +148,7 @@ def test_cells_of_the_full_config_match_beta_across_sweeps():
 
 def test_best_lr_and_first_below_by_hand():
     finals = {0.01: np.array([0.5, 0.6]), 0.03: np.array([0.2, 0.3]), 0.1: np.array([0.1, np.nan])}
-    assert fw.best_lr(finals) == 0.03
+    assert _stats.best_lr(finals) == 0.03
     curves = np.array([[2.3, 1.5, 1.0, 0.8], [2.3, 2.2, 2.1, 2.0], [2.3, 1.0, np.nan, np.nan]])
     got = fw.first_below(curves, np.array([0, 10, 20, 30]), 1.15)
     np.testing.assert_array_equal(got, [20.0, np.nan, 10.0])

@@ -25,6 +25,7 @@ from jaxstab.experiment import Result, group_configs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
+import _stats
 import he2015_depth as he
 
 LN10 = math.log(10.0)
@@ -43,7 +44,7 @@ def test_best_lr_skips_learning_rates_with_a_diverged_seed():
         0.03: np.array([0.2, 0.3, 0.4]),
         0.1: np.array([0.01, 0.02, np.nan]),  # lowest median, but a seed diverged
     }
-    assert he.best_lr(finals) == 0.03
+    assert _stats.best_lr(finals) == 0.03
 
 
 def test_best_lr_when_every_learning_rate_lost_a_seed():
@@ -54,9 +55,9 @@ def test_best_lr_when_every_learning_rate_lost_a_seed():
     }
     # Fewest diverged first (0.01 and 0.1), then the lower median with NaN ranked worst:
     # 0.01 -> median(0.5, inf, 0.7) = 0.7 < median(0.9, 1.0, inf) = 1.0.
-    assert he.best_lr(finals) == 0.01
+    assert _stats.best_lr(finals) == 0.01
     with pytest.raises(ValueError, match="empty"):
-        he.best_lr({})
+        _stats.best_lr({})
 
 
 def test_lr_grids_need_one_grid_per_init():
