@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import zipfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -540,28 +541,31 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
     path_str = os.fspath(path)
     if not os.path.isfile(path_str):
         raise FileNotFoundError(f"no .npz data file at {path_str!r}")
-    try:
-        archive = np.load(path_str, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path_str!r} is not a readable .npz file: {e}") from e
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(
-            f"{path_str!r} holds a single array, not an .npz archive with the keys "
-            f"{', '.join(_NPZ_KEYS)}"
-        )
-    with archive:
-        missing = [key for key in _NPZ_KEYS if key not in archive.files]
-        if missing:
-            raise ValueError(
-                f"{path_str!r} is missing the key(s) {', '.join(missing)}; required: "
-                f"{', '.join(_NPZ_KEYS)} (optional: num_classes); found: "
-                f"{', '.join(archive.files) or 'none'}"
-            )
+    # Opened here, not by np.load: numpy leaves its own file handle open when the
+    # archive turns out to be a damaged zip.
+    with open(path_str, "rb") as fh:
         try:
-            arrays = {key: archive[key] for key in _NPZ_KEYS}
-            stored_classes = archive["num_classes"] if "num_classes" in archive.files else None
-        except ValueError as e:  # An object array, which would need pickle.
-            raise ValueError(f"{path_str!r} has an unreadable array: {e}") from e
+            archive = np.load(fh, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path_str!r} is not a readable .npz file: {e}") from e
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(
+                f"{path_str!r} holds a single array, not an .npz archive with the keys "
+                f"{', '.join(_NPZ_KEYS)}"
+            )
+        with archive:
+            missing = [key for key in _NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(
+                    f"{path_str!r} is missing the key(s) {', '.join(missing)}; required: "
+                    f"{', '.join(_NPZ_KEYS)} (optional: num_classes); found: "
+                    f"{', '.join(archive.files) or 'none'}"
+                )
+            try:
+                arrays = {key: archive[key] for key in _NPZ_KEYS}
+                stored_classes = archive["num_classes"] if "num_classes" in archive.files else None
+            except ValueError as e:  # An object array, which would need pickle.
+                raise ValueError(f"{path_str!r} has an unreadable array: {e}") from e
     num_classes: int | None = None
     if stored_classes is not None:
         if stored_classes.shape != () or not np.issubdtype(stored_classes.dtype, np.integer):

@@ -505,6 +505,17 @@ def test_npz_bad_contents(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"garbage\.npz.*not a readable \.npz"):
         load_npz(not_npz)
 
+    # A damaged zip (a truncated download): a clear error, and no file left open
+    # (np.load leaves its own handle open when the zip is damaged).
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    fds = Path("/proc/self/fd")
+    open_before = len(list(fds.iterdir())) if fds.is_dir() else None
+    with pytest.raises(ValueError, match=r"damaged\.npz.*not a readable \.npz") as raised:
+        load_npz(damaged)
+    if open_before is not None:
+        assert len(list(fds.iterdir())) == open_before, raised.value
+
     single = tmp_path / "single.npy"
     np.save(single, np.zeros(3))
     with pytest.raises(ValueError, match=r"single array, not an \.npz archive"):
