@@ -450,21 +450,29 @@ def fit_models(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def same_beta(
+    cells: Sequence[Mapping[str, Any]],
+) -> list[tuple[float, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(beta, width-sweep cell, depth-sweep cell)`` for each beta held by two distinct cells."""
+    by_beta: dict[float, dict[str, Mapping[str, Any]]] = {}
+    for c in cells:
+        for sweep in c["sweeps"]:
+            by_beta.setdefault(round(c["beta"], 12), {})[sweep] = c
+    return [
+        (b, pair["width"], pair["depth"])
+        for b, pair in sorted(by_beta.items())
+        if set(pair) == {"width", "depth"} and pair["width"] is not pair["depth"]
+    ]
+
+
 def matched_pairs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per ``beta`` held by a distinct width-sweep and depth-sweep cell: the variance gap.
 
     ``width-sweep cell - depth-sweep cell`` with a 95% bootstrap interval over nets
     (independent nets in the two cells), and the exact law's gap.
     """
-    by_beta: dict[float, dict[str, Mapping[str, Any]]] = {}
-    for c in cells:
-        for sweep in c["sweeps"]:
-            by_beta.setdefault(round(c["beta"], 12), {})[sweep] = c
     out = []
-    for b, pair in sorted(by_beta.items()):
-        if set(pair) != {"width", "depth"} or pair["width"] is pair["depth"]:
-            continue
-        w, d = pair["width"], pair["depth"]
+    for b, w, d in same_beta(cells):
         var1 = lambda a, axis=-1: np.var(a, axis=axis, ddof=1)
         diff, lo, hi = _stats.difference_ci(w["per_net"], d["per_net"], var1)
         out.append(
@@ -643,15 +651,8 @@ def training_pairs(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     seeds at +inf, ranked worst), the two-sided rank-test p-value and the difference
     of started fractions.
     """
-    by_beta: dict[float, dict[str, Mapping[str, Any]]] = {}
-    for c in cells:
-        for sweep in c["sweeps"]:
-            by_beta.setdefault(round(c["beta"], 12), {})[sweep] = c
     out = []
-    for b, pair in sorted(by_beta.items()):
-        if set(pair) != {"width", "depth"} or pair["width"] is pair["depth"]:
-            continue
-        w, d = pair["width"], pair["depth"]
+    for b, w, d in same_beta(cells):
         loss_w, loss_d = worst_as_finite(_final(w), _final(d))
         try:
             diff, lo, hi = _stats.difference_ci(loss_w, loss_d, np.median)
