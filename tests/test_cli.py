@@ -184,7 +184,8 @@ def test_resume_on_another_device_count_gives_the_same_rows(reference, tmp_path)
            "--seeds", str(SEEDS), "--cpu-devices", "2", "--quiet", "--no-figures"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "16 runs (4 resumed, 12 trained), 2 programs compiled" in proc.stdout
+    # One XLA compile serves both CPU devices.
+    assert "16 runs (4 resumed, 12 trained), 1 program compiled" in proc.stdout
     assert _tables(out) == _tables(reference[0])
     assert json.loads((out / "config.json").read_text())["history"][1]["devices"]["count"] == 2
     cache = tmp_path / "xdg" / "jaxstab" / "jax"

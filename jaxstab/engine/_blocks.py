@@ -9,12 +9,11 @@ by the same executable on a block of exactly ``block_size`` runs; runs are
 independent under ``vmap``, so a run's numbers depend on its own inputs only,
 whichever device, block or position it lands in. No collectives are needed.
 
-Each device gets its own executable (XLA binds one to a device); they are
-compiled in parallel threads (XLA releases the GIL while compiling), and
-blocks are dispatched asynchronously, so the devices run concurrently. The
-devices of a CPU share the host's cores, so there (by default, with more blocks
-than devices) the first device compiles alone and starts training while the
-others compile in the background and join as they are ready.
+Each device gets its own executable (XLA binds one to a device). On a CPU they
+are copies of one compile (:mod:`jaxstab.engine._executables`); on accelerators
+each device compiles its own, in parallel threads (XLA releases the GIL while
+compiling). Blocks are dispatched asynchronously, so the devices run
+concurrently.
 Several hosts: each process computes the blocks ``i`` with
 ``i % process_count == process_index`` on its own devices, and the results are
 all-gathered.
@@ -24,13 +23,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+
+from jaxstab.engine import _executables
 
 __all__ = ["BLOCK_SIZE", "run_blocks"]
 
@@ -98,21 +98,35 @@ def _stages(
     return stages
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled_all(program: Any, options: Any, devices: tuple[jax.Device, ...], *sigs: Any) -> Any:
+    """The executables of ``program`` for ``devices`` (cached: built once per process).
+
+    On a CPU, one XLA compile for all the devices (:mod:`._executables`); on
+    accelerators, one per device, in parallel threads (XLA releases the GIL).
+    """
+    if devices[0].platform == "cpu":
+        more = lambda d: _compiled(program, options, d, *sigs)
+        lowered = _lowered(program, devices[0], *sigs)
+        return tuple(_executables.compile_once(lowered, options, devices, more))
+    for d in devices:  # trace and lower in this thread; jax caches the trace
+        _lowered(program, d, *sigs)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        return tuple(pool.map(lambda d: _compiled(program, options, d, *sigs), devices))
+
+
 def _compile_all(
     stages: list[tuple[Any, Any, tuple[Any, ...]]], devices: Sequence[jax.Device]
 ) -> list[list[Any]]:
-    """Every stage's executable for every device, compiled in parallel threads.
+    """Every stage's executable for every device; the stages compile in parallel threads.
 
     Returns:
       ``executables[device][stage]``.
     """
-    for d in devices:  # trace and lower in this thread; jax caches the trace
-        for prog, _, stage_sigs in stages:
-            _lowered(prog, d, *stage_sigs)
-    jobs = [(prog, opts, d, sigs) for d in devices for prog, opts, sigs in stages]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        done = list(pool.map(lambda job: _compiled(job[0], job[1], job[2], *job[3]), jobs))
-    return [done[k * len(stages) : (k + 1) * len(stages)] for k in range(len(devices))]
+    devices = tuple(devices)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(stages)) as pool:
+        done = list(pool.map(lambda st: _compiled_all(st[0], st[1], devices, *st[2]), stages))
+    return [[per_device[k] for per_device in done] for k in range(len(devices))]
 
 
 def _call(executables: list[Any], block: Any, shared: Any, device: jax.Device) -> Any:
@@ -121,48 +135,6 @@ def _call(executables: list[Any], block: Any, shared: Any, device: jax.Device) -
     if len(executables) == 1:
         return executables[0](block, shared)
     return executables[1](block, executables[0](block, shared), shared)
-
-
-def _run_staggered(
-    stages: list[tuple[Any, Any, tuple[Any, ...]]],
-    blocks: list[Any],
-    shared: Any,
-    devices: list[jax.Device],
-    clock: dict[str, float],
-) -> list[Any]:
-    """The first device trains as soon as its own compile is done; the others join.
-
-    The first device compiles alone (so the first block starts after one compile,
-    not after all of them competing for the host's cores), then takes blocks from
-    a shared queue while the other devices compile in background threads and take
-    blocks as they become free (work stealing). Which device runs a block does
-    not change its numbers: every device runs the same executable on it.
-    """
-    t0 = time.perf_counter()
-    first = _compile_all(stages, devices[:1])[0]
-    clock["compile"] = time.perf_counter() - t0
-    outputs: list[Any] = [None] * len(blocks)
-    queue = iter(range(len(blocks)))
-    lock = threading.Lock()
-
-    def work(device: jax.Device) -> tuple[float, int]:
-        start = time.perf_counter()
-        executables = first if device == devices[0] else _compile_all(stages, [device])[0]
-        compiled, taken = time.perf_counter() - start, 0
-        here = jax.device_put(shared, device)
-        while True:
-            with lock:
-                i = next(queue, None)
-            if i is None:
-                return compiled, taken
-            outputs[i] = jax.block_until_ready(_call(executables, blocks[i], here, device))
-            taken += 1
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        done = list(pool.map(work, devices))
-    clock["background_compile"] = max(c for c, _ in done[1:])
-    clock["devices"] = sum(n > 0 for _, n in done)
-    return outputs
 
 
 def run_blocks(
@@ -178,13 +150,9 @@ def run_blocks(
 ) -> Any:
     """Runs ``program`` on every block of runs; the stacked numpy outputs.
 
-    How the blocks reach the devices: when ``devices`` are given, on an
-    accelerator, or with several processes, each device compiles its executable
-    (in parallel threads) and the blocks go round robin. By default on a CPU,
-    whose devices share the host's cores, and with more blocks than devices, the
-    first device compiles alone and starts, and the others compile in the
-    background and take blocks as they free up. The choice changes the time,
-    never the numbers.
+    The blocks go to the devices round robin and are dispatched asynchronously,
+    so the devices run concurrently. Which device runs a block never changes
+    its numbers.
 
     Args:
       program: a jitted function of ``(runs_block, shared)``, or of
@@ -198,16 +166,15 @@ def run_blocks(
       devices: this process's devices to use; default ``jax.local_devices()``.
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
-        ``"compile"`` (XLA, before the first block runs) and ``"run"`` entries
-        (``"run"`` includes the compiles of devices that join later, which run
-        beside the training), and the number of newly compiled programs (one per
-        device; an ``init_program`` is counted with its program) to
-        ``"executables"``; ``"devices"`` is set to the number of devices that ran blocks.
+        ``"compile"`` (XLA, and copying the code to the other CPU devices) and
+        ``"run"`` entries, and the number of newly compiled programs (an
+        ``init_program`` is counted with its program; on a CPU one per program,
+        on accelerators one per device) to ``"executables"``; ``"devices"`` is set
+        to the number of devices that ran blocks.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
     """
-    explicit = devices is not None
     devices = list(jax.local_devices() if devices is None else devices)
     n_proc, proc = jax.process_count(), jax.process_index()
     n_blocks = -(-n_runs // block_size)
@@ -215,33 +182,21 @@ def run_blocks(
     blocks = _pad_blocks(runs, n_runs, block_size, n_blocks)
     mine = blocks[proc::n_proc]
     used = devices[: len(mine)]
-    # Staggered only where a device has more than one block to take: with one block
-    # each, the others would wait for their compile anyway, and compiling all at
-    # once is faster (measured on the default sweep, 2 blocks per program).
-    staggered = (
-        not explicit and n_proc == 1 and len(mine) > len(devices) > 1 and used[0].platform == "cpu"
-    )
 
     t0 = time.perf_counter()
-    misses = _compiled.cache_info().misses
+    misses = _compiled_all.cache_info().misses
     sigs: tuple[Any, ...] = (_signature(mine[0]), _signature(shared))
     stages = _stages(program, init_program, sigs, used[0])
     for prog, _, stage_sigs in stages:  # trace and lower in this thread
         _lowered(prog, used[0], *stage_sigs)
     t_lower = time.perf_counter()
-    clock: dict[str, float] = {}
-    if staggered:
-        outputs = _run_staggered(stages, mine, shared, used, clock)
-        t1 = t_lower + clock["compile"]
-    else:
-        compiled = _compile_all(stages, used)
-        t1 = time.perf_counter()
-        placed = [jax.device_put(shared, d) for d in used]
-        outputs = [
-            _call(compiled[i % len(used)], block, placed[i % len(used)], used[i % len(used)])
-            for i, block in enumerate(mine)
-        ]
-        clock["devices"] = len(used)
+    compiled = _compile_all(stages, used)
+    t1 = time.perf_counter()
+    placed = [jax.device_put(shared, d) for d in used]
+    outputs = [
+        _call(compiled[i % len(used)], block, placed[i % len(used)], used[i % len(used)])
+        for i, block in enumerate(mine)
+    ]
     host = [jax.device_get(o) for o in outputs]
     local = jax.tree.map(lambda *a: np.stack(a), *host)  # [my_blocks, block, ...]
     if n_proc > 1:
@@ -256,13 +211,10 @@ def run_blocks(
     if timings is not None:
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
         # The init and training executables of a device are compiled together:
-        # count programs (training executables, one per device), not stages.
-        new = (_compiled.cache_info().misses - misses) // len(stages)
+        # count programs (training executables), not stages.
+        new = (_compiled_all.cache_info().misses - misses) // len(stages)
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
         timings["run"] = timings.get("run", 0.0) + time.perf_counter() - t1
-        timings["background_compile"] = timings.get("background_compile", 0.0) + clock.get(
-            "background_compile", 0.0
-        )
-        timings["devices"] = max(timings.get("devices", 0), clock["devices"])
+        timings["devices"] = max(timings.get("devices", 0), len(used))
     return out

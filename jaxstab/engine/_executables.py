@@ -1,0 +1,186 @@
+"""One XLA compile per program for all the CPU devices, and a disk store of its code.
+
+XLA binds an executable to the device it was compiled for, and jax's persistent
+cache keys a CPU executable by its device. So with the host's cores split into
+several CPU devices, every program used to be compiled (and cached) once per
+device, although every device runs the same machine code on the same cores.
+
+Here a program is compiled once, for the first device. Its serialized code is
+loaded onto each other device with that device's assignment, as jax's cache
+loads a hit: milliseconds instead of a compile, and the same numbers on every
+device by construction (the same code).
+
+When jax's persistent cache is on (``jax_compilation_cache_dir``, which
+:func:`jaxstab.compile_cache.enable` sets), the serialized code is also kept in
+its ``jaxstab-executables/`` folder, keyed by the lowered program, the compile
+options, the jax and jaxlib versions and the device kind, and a later process
+loads it onto all its devices without compiling. Why not jax's own entries: a
+CPU executable that jax loaded from its cache cannot be serialized again (XLA:CPU
+leaves functions out, "Function ... not found" at run time), so it could not be
+copied to the other devices. When that happens (an entry that jax's cache wrote
+before this store existed), every device compiles, as before.
+
+The code uses ``jax.experimental.serialize_executable``, as jax's cache does, and
+two of its internals; any failure falls back to compiling on every device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax._src.lib import xla_client  # what serialize_executable itself uses
+from jax.experimental import serialize_executable
+
+__all__ = ["compile_once", "store_dir"]
+
+STORE_FOLDER = "jaxstab-executables"
+_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+@contextlib.contextmanager
+def _cache_hits() -> Iterator[list[bool]]:
+    """``[hit]``: whether jax's persistent cache served a compile of this thread in the block."""
+    owner, seen = threading.get_ident(), [False]
+
+    def listen(event: str, **kwargs: Any) -> None:
+        if event == _HIT_EVENT and threading.get_ident() == owner:
+            seen[0] = True
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+
+
+def store_dir() -> Path | None:
+    """The folder of the stored executables, or None when jax's persistent cache is off."""
+    path = jax.config.values.get("jax_compilation_cache_dir")
+    if not path or not jax.config.values.get("jax_enable_compilation_cache", True):
+        return None
+    return Path(path) / STORE_FOLDER
+
+
+def _key(lowered: Any, options: Any, device: jax.Device) -> str:
+    """What selects the machine code: program, options, versions and device kind."""
+    import jaxlib
+
+    h = hashlib.sha256()
+    for part in (
+        lowered.as_text(),
+        repr(options),
+        jax.__version__,
+        jaxlib.__version__,
+        device.platform,
+        device.client.platform_version,
+        device.device_kind,
+    ):
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load(payload: bytes, in_tree: Any, out_tree: Any, device: jax.Device) -> Any:
+    """A serialized single-device executable, loaded for ``device``."""
+    client = device.client
+    options = xla_client.CompileOptions()
+    options.device_assignment = xla_client.DeviceAssignment.create(np.array([[device.id]]))
+    targets = xla_client.DeviceList((device,))
+
+    class Unpickler(serialize_executable._JaxPjrtUnpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            if pid[0] == "exec":
+                return client.deserialize_executable(pid[1], targets, options)
+            if pid[0] == "device":  # the one device it was compiled for
+                return device
+            return super().persistent_load(pid)
+
+    unloaded, args_info, no_kwargs = Unpickler(io.BytesIO(payload), client, [device]).load()
+    return jax.stages.Compiled(
+        unloaded.load(), [], in_tree.unflatten(args_info), out_tree, no_kwargs=no_kwargs
+    )
+
+
+def _write(path: Path, payload: bytes) -> None:
+    """Atomically: a reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _store(path: Path, compiled: Any, payload: bytes | None = None) -> None:
+    """Keeps a freshly compiled executable's code; a failure to write only costs a compile."""
+    try:
+        if payload is None:
+            payload = serialize_executable.serialize(compiled)[0]
+        _write(path, zlib.compress(payload, 1))
+    except Exception:
+        pass
+
+
+def compile_once(
+    lowered: Any, options: Any, devices: Sequence[jax.Device], compile_more: Any
+) -> list[Any]:
+    """The executable of ``lowered`` (lowered for ``devices[0]``) for every CPU device.
+
+    Args:
+      lowered: ``jit(f).lower(...)`` for the first device.
+      options: the XLA options of the compile (a tuple of pairs).
+      devices: CPU devices; the first is the one ``lowered`` targets.
+      compile_more: ``compile_more(device)``: compiles for another device, the
+        fallback when the code cannot be copied.
+
+    Returns:
+      One executable per device, in order.
+    """
+    store = store_dir()
+    key = _key(lowered, options, devices[0]) if store is not None else None
+    path = store / f"{key}.bin" if store is not None else None
+    payload = None
+    if path is not None and path.is_file():
+        try:
+            payload = zlib.decompress(path.read_bytes())
+            return [_load(payload, lowered.in_tree, lowered.out_tree, d) for d in devices]
+        except Exception:  # a damaged or incompatible file: removed, compiled afresh
+            with contextlib.suppress(OSError):
+                path.unlink()
+    with _cache_hits() as hit:
+        first = lowered.compile(dict(options) or None)
+    rest = list(devices[1:])
+    if hit[0]:
+        # Loaded from jax's cache, so not serializable: every device compiles (or
+        # loads its own entry), and the first fresh compile fills the store.
+        out = [first]
+        for d in rest:
+            with _cache_hits() as hit:
+                out.append(compile_more(d))
+            if not hit[0] and path is not None:
+                _store(path, out[-1])
+                path = None
+        return out
+    try:
+        payload, in_tree, out_tree = serialize_executable.serialize(first)
+        copies = [_load(payload, in_tree, out_tree, d) for d in rest]
+    except Exception:
+        return [first, *(compile_more(d) for d in rest)]
+    if path is not None:
+        _store(path, first, payload)
+    return [first, *copies]

@@ -1,0 +1,112 @@
+"""One compile for all CPU devices, and the store of compiled code in jax's cache folder.
+
+Each case is a fresh process (the device count is fixed at start-up), training the
+same small grid; every case must give bit-identical numbers.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    out, n, cache = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    import jax, jax.numpy as jnp, numpy as np, optax
+    if cache != "off":
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    else:
+        jax.config.update("jax_enable_compilation_cache", False)
+    import jaxstab as js
+    from jaxstab import engine
+
+    compiles = []  # the engine's own AOT compiles (every other jit goes through dispatch)
+    original = jax.stages.Lowered.compile
+    def counted(self, *a, **k):
+        compiles.append(1)
+        return original(self, *a, **k)
+    jax.stages.Lowered.compile = counted
+
+    x = jax.random.normal(jax.random.key(0), (256, 8))
+    y = jnp.argmax(x[:, :4], axis=1)
+    sizes = [8, 32, 32, 4]
+    result = engine.train(
+        init=lambda key, hp: js.init_mlp(key, sizes),
+        loss=lambda p, b, hp: js.softmax_cross_entropy(js.apply_mlp(p, b[0]), b[1]).mean(),
+        optimizer=lambda hp: optax.sgd(hp["lr"]),
+        data=(x, y),
+        runs=engine.grid(8, lr=[0.5, 1.0]),  # two blocks: one per device
+        steps=40, batch_size=32,
+        evaluate=lambda p, d, hp: {
+            "loss": js.softmax_cross_entropy(js.apply_mlp(p, d[0]), d[1]).mean()},
+        eval_data=(x, y), eval_every=20)
+    np.savez(out, compiles=len(compiles), devices=result.timings["devices"],
+             loss=result.metrics["loss"], grad_norm=result.metrics["grad_norm"],
+             eval_loss=result.evals["loss"])
+    """
+)
+
+
+def _run(tmp_path, name, n_devices, cache):
+    path = tmp_path / f"{name}.npz"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(path), str(n_devices), str(cache)],
+        check=True,
+        timeout=600,
+        env=env,
+    )
+    out = dict(np.load(path))
+    return int(out.pop("compiles")), int(out.pop("devices")), out
+
+
+def _assert_same(a, b, case):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k}: {case}")
+
+
+def test_one_compile_serves_every_cpu_device_and_later_processes(tmp_path):
+    cache = tmp_path / "cache"
+    store = cache / "jaxstab-executables"
+    # Reference: one device, no cache: init and train compiled once each.
+    compiles, used, reference = _run(tmp_path, "one", 1, "off")
+    assert (compiles, used) == (2, 1)
+    assert np.nanstd(reference["loss"][:, -1]) > 0  # rounding differences would show
+
+    # Two devices, empty cache: still two compiles (the second device gets a copy),
+    # and the code of both programs is stored.
+    compiles, used, first = _run(tmp_path, "cold", 2, cache)
+    assert (compiles, used) == (2, 2)
+    assert len(list(store.glob("*.bin"))) == 2
+    _assert_same(first, reference, "two devices, one compile")
+
+    # A later process loads the stored code onto both devices: no compile at all.
+    compiles, used, warm = _run(tmp_path, "warm", 2, cache)
+    assert (compiles, used) == (0, 2)
+    _assert_same(warm, reference, "loaded from the store")
+
+    # Without the store, jax's own cache serves the first device; its executable
+    # cannot be copied, so the second device compiles (4 compiles), and that fresh
+    # compile refills the store.
+    for f in store.glob("*.bin"):
+        f.unlink()
+    compiles, used, refilled = _run(tmp_path, "jax-cache", 2, cache)
+    assert (compiles, used) == (4, 2)
+    assert len(list(store.glob("*.bin"))) == 2
+    _assert_same(refilled, reference, "jax's cache for device 0, compiled for device 1")
+
+    # A damaged stored file is removed and its program compiled (here: loaded from
+    # jax's cache, which now holds both devices' entries).
+    for f in store.glob("*.bin"):
+        f.write_bytes(zlib.compress(b"not an executable"))
+    compiles, used, repaired = _run(tmp_path, "damaged", 2, cache)
+    assert (compiles, used) == (4, 2)
+    assert not list(store.glob("*.bin"))
+    _assert_same(repaired, reference, "after a damaged store")
