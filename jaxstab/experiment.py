@@ -358,6 +358,27 @@ class _Task(NamedTuple):
     inspect: Callable[..., Any]
 
 
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """A hash of jaxstab's own source: the code behind every :func:`_task` callable."""
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _program_id(program_key: tuple[Any, ...], sizes: tuple[int, ...]) -> str:
+    """The engine's ``program_id`` of :func:`_task`'s callables: their key and code
+    (jaxstab's source, and optax's version for the optimizers)."""
+    return (
+        f"jaxstab.experiment {_source_hash()} optax {optax.__version__} {program_key!r} {sizes!r}"
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def _task(program_key: tuple[Any, ...], sizes: tuple[int, ...]) -> _Task:
     """The callables of one program key: the same objects each time, so one compile."""
@@ -438,6 +459,7 @@ def run_group(
         eval_every=c0.eval_every,
         inspect=task.inspect,
         devices=devices,
+        program_id=_program_id(key, sizes),
     )
     if timings is not None:
         for k, v in out.timings.items():

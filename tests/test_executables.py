@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     out, n, cache = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    program_id = sys.argv[4] if len(sys.argv) > 4 else None
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     import jax, jax.numpy as jnp, numpy as np, optax
     if cache != "off":
@@ -36,34 +37,38 @@ SCRIPT = textwrap.dedent(
     x = jax.random.normal(jax.random.key(0), (256, 8))
     y = jnp.argmax(x[:, :4], axis=1)
     sizes = [8, 32, 32, 4]
+    traced = []  # the loss's Python body runs only while jax traces it
+
+    def loss(p, b, hp):
+        traced.append(1)
+        return js.softmax_cross_entropy(js.apply_mlp(p, b[0]), b[1]).mean()
+
     result = engine.train(
         init=lambda key, hp: js.init_mlp(key, sizes),
-        loss=lambda p, b, hp: js.softmax_cross_entropy(js.apply_mlp(p, b[0]), b[1]).mean(),
+        loss=loss,
         optimizer=lambda hp: optax.sgd(hp["lr"]),
         data=(x, y),
         runs=engine.grid(8, lr=[0.5, 1.0]),  # two blocks: one per device
         steps=40, batch_size=32,
         evaluate=lambda p, d, hp: {
             "loss": js.softmax_cross_entropy(js.apply_mlp(p, d[0]), d[1]).mean()},
-        eval_data=(x, y), eval_every=20)
-    np.savez(out, compiles=len(compiles), devices=result.timings["devices"],
+        eval_data=(x, y), eval_every=20, program_id=program_id)
+    np.savez(out, compiles=len(compiles), traced=len(traced), devices=result.timings["devices"],
              loss=result.metrics["loss"], grad_norm=result.metrics["grad_norm"],
              eval_loss=result.evals["loss"])
     """
 )
 
 
-def _run(tmp_path, name, n_devices, cache):
+def _run(tmp_path, name, n_devices, cache, program_id=None):
+    """Runs SCRIPT in a fresh process: ``(compiles, traces of the loss, devices), numbers``."""
     path = tmp_path / f"{name}.npz"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path), str(n_devices), str(cache)],
-        check=True,
-        timeout=600,
-        env=env,
-    )
+    args = [str(path), str(n_devices), str(cache), *([program_id] if program_id else [])]
+    subprocess.run([sys.executable, "-c", SCRIPT, *args], check=True, timeout=600, env=env)
     out = dict(np.load(path))
-    return int(out.pop("compiles")), int(out.pop("devices")), out
+    counts = tuple(int(out.pop(k)) for k in ("compiles", "traced", "devices"))
+    return counts, out
 
 
 def _assert_same(a, b, case):
@@ -76,19 +81,19 @@ def test_one_compile_serves_every_cpu_device_and_later_processes(tmp_path):
     cache = tmp_path / "cache"
     store = cache / "jaxstab-executables"
     # Reference: one device, no cache: init and train compiled once each.
-    compiles, used, reference = _run(tmp_path, "one", 1, "off")
-    assert (compiles, used) == (2, 1)
+    counts, reference = _run(tmp_path, "one", 1, "off")
+    assert counts[0] == 2 and counts[1] > 0 and counts[2] == 1
     assert np.nanstd(reference["loss"][:, -1]) > 0  # rounding differences would show
 
     # Two devices, empty cache: still two compiles (the second device gets a copy),
     # and the code of both programs is stored.
-    compiles, used, first = _run(tmp_path, "cold", 2, cache)
+    (compiles, _, used), first = _run(tmp_path, "cold", 2, cache)
     assert (compiles, used) == (2, 2)
     assert len(list(store.glob("*.bin"))) == 2
     _assert_same(first, reference, "two devices, one compile")
 
     # A later process loads the stored code onto both devices: no compile at all.
-    compiles, used, warm = _run(tmp_path, "warm", 2, cache)
+    (compiles, _, used), warm = _run(tmp_path, "warm", 2, cache)
     assert (compiles, used) == (0, 2)
     _assert_same(warm, reference, "loaded from the store")
 
@@ -97,7 +102,7 @@ def test_one_compile_serves_every_cpu_device_and_later_processes(tmp_path):
     # compile refills the store.
     for f in store.glob("*.bin"):
         f.unlink()
-    compiles, used, refilled = _run(tmp_path, "jax-cache", 2, cache)
+    (compiles, _, used), refilled = _run(tmp_path, "jax-cache", 2, cache)
     assert (compiles, used) == (4, 2)
     assert len(list(store.glob("*.bin"))) == 2
     _assert_same(refilled, reference, "jax's cache for device 0, compiled for device 1")
@@ -106,7 +111,29 @@ def test_one_compile_serves_every_cpu_device_and_later_processes(tmp_path):
     # jax's cache, which now holds both devices' entries).
     for f in store.glob("*.bin"):
         f.write_bytes(zlib.compress(b"not an executable"))
-    compiles, used, repaired = _run(tmp_path, "damaged", 2, cache)
+    (compiles, _, used), repaired = _run(tmp_path, "damaged", 2, cache)
     assert (compiles, used) == (4, 2)
     assert not list(store.glob("*.bin"))
     _assert_same(repaired, reference, "after a damaged store")
+
+
+def test_a_program_id_skips_tracing_in_a_later_process(tmp_path):
+    cache = tmp_path / "cache"
+    store = cache / "jaxstab-executables"
+    counts, reference = _run(tmp_path, "plain", 2, cache)
+    assert counts[1] > 0
+    # The first process with an id traces (the program is stored, now with its id) ...
+    counts, first = _run(tmp_path, "first", 2, cache, "my-mlp-v1")
+    assert counts[1] > 0 and len(list(store.glob("*.program"))) == 1
+    _assert_same(first, reference, "stored with its program id")
+    # ... a later one neither traces nor compiles, and gives the same numbers.
+    (compiles, traced, used), second = _run(tmp_path, "second", 2, cache, "my-mlp-v1")
+    assert (compiles, traced, used) == (0, 0, 2)
+    _assert_same(second, reference, "loaded by its program id")
+    # Another id is another program: traced again.
+    counts, _ = _run(tmp_path, "other", 2, cache, "my-mlp-v2")
+    assert counts[1] > 0
+    # Another device count is another layout: traced again, the same numbers.
+    counts, one = _run(tmp_path, "one-device", 1, cache, "my-mlp-v1")
+    assert counts[1] > 0
+    _assert_same(one, reference, "one device")

@@ -98,6 +98,33 @@ def _stages(
     return stages
 
 
+def layout(
+    runs: Any, n_runs: int, devices: Sequence[jax.Device] | None, block_size: int
+) -> tuple[list[Any], list[jax.Device]]:
+    """This process's blocks of runs, and the devices that run them (round robin)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    n_blocks = -(-n_runs // block_size)
+    n_blocks = -(-n_blocks // n_proc) * n_proc  # every process gets the same count
+    mine = _pad_blocks(runs, n_runs, block_size, n_blocks)[proc::n_proc]
+    return mine, devices[: len(mine)]
+
+
+def signatures(block: Any, shared: Any) -> tuple[Any, ...]:
+    """The signatures the programs are compiled for: a block of runs, and the shared data."""
+    return _signature(block), _signature(shared)
+
+
+def lowered_stages(
+    program: Any, init_program: Any, sigs: tuple[Any, ...], device: jax.Device
+) -> list[tuple[Any, Any, jax.Device]]:
+    """``(lowered, options, device)`` of each stage, as :func:`run_blocks` compiled them."""
+    return [
+        (_lowered(prog, device, *stage_sigs), opts, device)
+        for prog, opts, stage_sigs in _stages(program, init_program, sigs, device)
+    ]
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled_all(program: Any, options: Any, devices: tuple[jax.Device, ...], *sigs: Any) -> Any:
     """The executables of ``program`` for ``devices`` (cached: built once per process).
@@ -138,7 +165,7 @@ def _call(executables: list[Any], block: Any, shared: Any, device: jax.Device) -
 
 
 def run_blocks(
-    program: Callable[..., Any],
+    program: Callable[..., Any] | None,
     runs: Any,
     shared: Any,
     *,
@@ -147,6 +174,7 @@ def run_blocks(
     devices: Sequence[jax.Device] | None = None,
     block_size: int = BLOCK_SIZE,
     timings: dict[str, float] | None = None,
+    executables: list[list[Any]] | None = None,
 ) -> Any:
     """Runs ``program`` on every block of runs; the stacked numpy outputs.
 
@@ -171,26 +199,26 @@ def run_blocks(
         ``init_program`` is counted with its program; on a CPU one per program,
         on accelerators one per device) to ``"executables"``; ``"devices"`` is set
         to the number of devices that ran blocks.
+      executables: ``executables[device][stage]`` for the devices of
+        :func:`layout`, already loaded: nothing is traced or compiled, and
+        ``program`` and ``init_program`` may be None.
 
     Returns:
       The outputs for the ``n_runs`` runs, as numpy arrays with a leading runs axis.
     """
-    devices = list(jax.local_devices() if devices is None else devices)
-    n_proc, proc = jax.process_count(), jax.process_index()
-    n_blocks = -(-n_runs // block_size)
-    n_blocks = -(-n_blocks // n_proc) * n_proc  # every process gets the same count
-    blocks = _pad_blocks(runs, n_runs, block_size, n_blocks)
-    mine = blocks[proc::n_proc]
-    used = devices[: len(mine)]
-
+    n_proc = jax.process_count()
+    mine, used = layout(runs, n_runs, devices, block_size)
     t0 = time.perf_counter()
     misses = _compiled_all.cache_info().misses
-    sigs: tuple[Any, ...] = (_signature(mine[0]), _signature(shared))
-    stages = _stages(program, init_program, sigs, used[0])
-    for prog, _, stage_sigs in stages:  # trace and lower in this thread
-        _lowered(prog, used[0], *stage_sigs)
-    t_lower = time.perf_counter()
-    compiled = _compile_all(stages, used)
+    n_stages = 1 if init_program is None else 2
+    if executables is None:
+        stages = _stages(program, init_program, signatures(mine[0], shared), used[0])
+        for prog, _, stage_sigs in stages:  # trace and lower in this thread
+            _lowered(prog, used[0], *stage_sigs)
+        t_lower = time.perf_counter()
+        compiled = _compile_all(stages, used)
+    else:
+        t_lower, compiled = t0, executables
     t1 = time.perf_counter()
     placed = [jax.device_put(shared, d) for d in used]
     outputs = [
@@ -212,7 +240,7 @@ def run_blocks(
         timings["lower"] = timings.get("lower", 0.0) + t_lower - t0
         # The init and training executables of a device are compiled together:
         # count programs (training executables), not stages.
-        new = (_compiled_all.cache_info().misses - misses) // len(stages)
+        new = (_compiled_all.cache_info().misses - misses) // n_stages
         timings["executables"] = timings.get("executables", 0) + new
         timings["compile"] = timings.get("compile", 0.0) + t1 - t_lower
         timings["run"] = timings.get("run", 0.0) + time.perf_counter() - t1

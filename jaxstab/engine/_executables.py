@@ -13,23 +13,32 @@ device by construction (the same code).
 When jax's persistent cache is on (``jax_compilation_cache_dir``, which
 :func:`jaxstab.compile_cache.enable` sets), the serialized code is also kept in
 its ``jaxstab-executables/`` folder, keyed by the lowered program, the compile
-options, the jax and jaxlib versions and the device kind, and a later process
-loads it onto all its devices without compiling. Why not jax's own entries: a
-CPU executable that jax loaded from its cache cannot be serialized again (XLA:CPU
-leaves functions out, "Function ... not found" at run time), so it could not be
-copied to the other devices. When that happens (an entry that jax's cache wrote
-before this store existed), every device compiles, as before.
+options, the jax and jaxlib versions, ``XLA_FLAGS`` and the device kind, and a
+later process loads it onto all its devices without compiling. Why not jax's
+own entries: a CPU executable that jax loaded from its cache cannot be
+serialized again (XLA:CPU leaves functions out, "Function ... not found" at run
+time), so it could not be copied to the other devices. When jax's cache serves
+the first device anyway (an entry it wrote before this store existed), the
+other devices compile, and the first fresh compile fills the store.
+
+A caller that names its code (``engine.train(program_id=...)``) also skips the
+trace: the stage keys and argument trees are recorded under a key made of that
+name, the sizes and the environment (:func:`program_key`), so a later process
+loads the executables without tracing or lowering anything.
 
 The code uses ``jax.experimental.serialize_executable``, as jax's cache does, and
-two of its internals; any failure falls back to compiling on every device.
+two of its internals; a failure to serialize falls back to compiling on every
+device, and a damaged stored file is removed and compiled afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 import threading
 import zlib
@@ -42,7 +51,7 @@ import numpy as np
 from jax._src.lib import xla_client  # what serialize_executable itself uses
 from jax.experimental import serialize_executable
 
-__all__ = ["compile_once", "store_dir"]
+__all__ = ["compile_once", "program_key", "read_program", "stage_key", "store_dir", "write_program"]
 
 STORE_FOLDER = "jaxstab-executables"
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -72,23 +81,85 @@ def store_dir() -> Path | None:
     return Path(path) / STORE_FOLDER
 
 
-def _key(lowered: Any, options: Any, device: jax.Device) -> str:
-    """What selects the machine code: program, options, versions and device kind."""
-    import jaxlib
-
+def _hash(*parts: Any) -> str:
     h = hashlib.sha256()
-    for part in (
-        lowered.as_text(),
-        repr(options),
-        jax.__version__,
-        jaxlib.__version__,
-        device.platform,
-        device.client.platform_version,
-        device.device_kind,
-    ):
+    for part in parts:
         h.update(str(part).encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def _environment(device: jax.Device) -> tuple[Any, ...]:
+    """Besides the program, what selects its machine code: versions, flags, device kind."""
+    import jaxlib
+
+    return (
+        jax.__version__,
+        jaxlib.__version__,
+        os.environ.get("XLA_FLAGS", ""),
+        device.platform,
+        device.client.platform_version,
+        device.device_kind,
+    )
+
+
+def stage_key(lowered: Any, options: Any, device: jax.Device) -> str:
+    """The store's key of one compiled program: its lowered text, options and environment."""
+    return _hash(lowered.as_text(), repr(options), *_environment(device))
+
+
+def program_key(program_id: str, parts: Any, device: jax.Device) -> str:
+    """The store's key of a traced program (:func:`read_program`), without tracing it.
+
+    Args:
+      program_id: the caller's identifier of its callables' code.
+      parts: everything else that shapes the program (sizes, signatures, options).
+      device: the first device.
+    """
+    config = sorted((k, repr(v)) for k, v in jax.config.values.items())
+    return _hash("program", program_id, repr(parts), config, *_environment(device))
+
+
+@functools.lru_cache(maxsize=64)
+def read_program(key: str, devices: tuple[jax.Device, ...]) -> list[list[Any]] | None:
+    """A stored program's ``executables[device][stage]``, or None if absent.
+
+    Loaded once per process. A damaged or incompatible entry is removed and reads
+    as absent.
+    """
+    store = store_dir()
+    path = store / f"{key}.program" if store is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        stages = pickle.loads(path.read_bytes())
+        payloads = [zlib.decompress((path.parent / f"{k}.bin").read_bytes()) for k, _, _ in stages]
+        per_stage = [
+            [_load(p, in_tree, out_tree, d) for d in devices]
+            for p, (_, in_tree, out_tree) in zip(payloads, stages, strict=True)
+        ]
+    except Exception:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return [list(e) for e in zip(*per_stage, strict=True)]
+
+
+def write_program(key: str, stages: Sequence[tuple[Any, Any, jax.Device]]) -> None:
+    """Records a compiled program's stages (``(lowered, options, device)``) under ``key``.
+
+    Its code is stored by :func:`compile_once`; this adds what loading it without a
+    trace needs: the stage keys and the argument and output trees.
+    """
+    store = store_dir()
+    if store is None:
+        return
+    try:
+        record = [(stage_key(lo, opts, d), lo.in_tree, lo.out_tree) for lo, opts, d in stages]
+        if all((store / f"{k}.bin").is_file() for k, _, _ in record):
+            _write(store / f"{key}.program", pickle.dumps(record))
+    except Exception:
+        pass  # not recorded: the next process traces the program again
 
 
 def _load(payload: bytes, in_tree: Any, out_tree: Any, device: jax.Device) -> Any:
@@ -152,7 +223,7 @@ def compile_once(
       One executable per device, in order.
     """
     store = store_dir()
-    key = _key(lowered, options, devices[0]) if store is not None else None
+    key = stage_key(lowered, options, devices[0]) if store is not None else None
     path = store / f"{key}.bin" if store is not None else None
     payload = None
     if path is not None and path.is_file():

@@ -24,6 +24,7 @@ import optax
 from jaxstab import _checks as checks
 from jaxstab._train import make_train_step
 from jaxstab._typing import Array
+from jaxstab.engine import _blocks, _executables
 from jaxstab.engine._blocks import BLOCK_SIZE, run_blocks
 from jaxstab.engine._runs import as_runs, num_runs
 
@@ -249,6 +250,7 @@ def train(
     return_params: bool = False,
     devices: Sequence[jax.Device] | None = None,
     block_size: int = BLOCK_SIZE,
+    program_id: str | None = None,
 ) -> TrainResult:
     """Trains every run of ``runs`` as ``vmap`` over runs of a ``lax.scan`` over steps.
 
@@ -286,6 +288,14 @@ def train(
       return_params: also return every run's final parameters.
       devices: this process's devices to spread the blocks over; default all.
       block_size: runs per compiled block (a run's rounding is fixed by it).
+      program_id: a name for the code of ``init``, ``loss``, ``optimizer``,
+        ``data`` (a function), ``evaluate`` and ``inspect`` that stays the same
+        across processes, and must change whenever that code or anything it
+        closes over changes. With it, and jax's persistent cache on (see
+        :mod:`jaxstab.compile_cache`), a later process with the same sizes loads
+        the compiled program without tracing or checking the callables.
+        ``jaxstab.experiment`` passes one made from its config and a hash of
+        jaxstab's source.
 
     Returns:
       A :class:`TrainResult`.
@@ -356,12 +366,28 @@ def train(
         has_aux=False,
         return_params=bool(return_params),
     )
-    hp0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), runs)
-    has_aux, _ = _check_callables(st, hp0, data, eval_data)
-    st = dataclasses.replace(st, has_aux=has_aux)
     shared = {"key": _base_key(seed), "data": data, "eval_data": eval_data}
+    key, stored = None, None
+    if program_id is not None:
+        if not isinstance(program_id, str):
+            raise TypeError(f"program_id must be a str or None, got {program_id!r}")
+        blocks, used = _blocks.layout(runs, n_runs, devices, block_size)
+        sigs = _blocks.signatures(blocks[0], shared)
+        static = (st.batch_size, st.steps, st.eval_every, st.return_params)
+        given = tuple(f is not None for f in (st.batch_fn, st.evaluate, st.inspect))
+        options = (_blocks.INIT_OPTIONS, _blocks.TRAIN_OPTIONS)
+        key = _executables.program_key(
+            program_id, (static, given, sigs, block_size, options), used[0]
+        )
+        stored = _executables.read_program(key, tuple(used))
+    if stored is None:
+        hp0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), runs)
+        has_aux, _ = _check_callables(st, hp0, data, eval_data)
+        st = dataclasses.replace(st, has_aux=has_aux)
+        init_program, train_program = _programs(st)
+    else:
+        init_program, train_program = None, None
     timings = {"check": time.perf_counter() - t0}
-    init_program, train_program = _programs(st)
     out = run_blocks(
         train_program,
         runs,
@@ -371,7 +397,11 @@ def train(
         devices=devices,
         block_size=block_size,
         timings=timings,
+        executables=stored,
     )
+    if key is not None and stored is None:
+        stages = _blocks.lowered_stages(train_program, init_program, sigs, used[0])
+        _executables.write_program(key, stages)
     return TrainResult(
         runs=runs,
         metrics=out["metrics"],
