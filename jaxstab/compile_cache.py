@@ -6,6 +6,11 @@ builds the same program (another sweep over the same architectures, a rerun of a
 experiment) loads it instead of compiling it. ``jaxstab sweep`` and the
 experiments' scripts call :func:`enable`; library functions never change jax's
 configuration on their own.
+
+The engine keeps its own programs' code in the same folder, under
+``jaxstab-executables/`` (one entry for all the CPU devices, and, for programs
+named by ``program_id``, what loading them without a trace needs; see
+``jaxstab.engine._executables``). Deleting the folder clears both.
 """
 
 from __future__ import annotations
