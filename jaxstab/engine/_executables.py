@@ -247,6 +247,8 @@ def compile_once(
                 _store(path, out[-1])
                 path = None
         return out
+    if not rest and path is None:
+        return [first]
     try:
         payload, in_tree, out_tree = serialize_executable.serialize(first)
         copies = [_load(payload, in_tree, out_tree, d) for d in rest]
