@@ -26,6 +26,9 @@ trace: the stage keys and argument trees are recorded under a key made of that
 name, the sizes and the environment (:func:`program_key`), so a later process
 loads the executables without tracing or lowering anything.
 
+Like jax's cache, the folder holds machine code that is loaded and run (and the
+records are pickles): keep it in a folder only you can write to.
+
 The code uses ``jax.experimental.serialize_executable``, as jax's cache does, and
 two of its internals; a failure to serialize falls back to compiling on every
 device, and a damaged stored file is removed and compiled afresh.

@@ -257,9 +257,10 @@ def train(
     Run ``r`` draws its keys from ``fold_in(key(seed), runs["seed"][r])``: one
     half initializes, the other draws the batch of step ``t`` as
     ``fold_in(data_key, t)``. Everything in ``runs`` is a traced value, so one
-    program (compiled once per device and static structure) serves any grid.
-    A run whose loss or gradient norm turns non-finite is frozen at its last
-    finite parameters and reports NaN from then on; the other runs are untouched.
+    program (compiled once per static structure; on a CPU, once for all its
+    devices) serves any grid. A run whose loss or gradient norm turns
+    non-finite is frozen at its last finite parameters and reports NaN from then
+    on; the other runs are untouched.
     Its numbers are a function of its hyperparameters, seed and ``seed`` alone:
     bit-identical on any number of devices and whatever other runs share the
     program (for one accelerator kind and XLA version).
