@@ -541,9 +541,12 @@ def test_sigint_at_30_random_moments_in_process(reference, tmp_path, capsys):
 
     args = ["sweep", *TINY, "--seeds", str(SEEDS), "--no-figures"]
     assert _main(*args, "--out", tmp_path / "warm") == 0  # compiles the program in this process
-    t0 = time.perf_counter()
-    assert _main(*args, "--out", tmp_path / "timed") == 0
-    duration = time.perf_counter() - t0  # one whole sweep, compiled
+    durations = []  # one whole sweep, compiled; the least of three, as a busy moment stretches one
+    for i in range(3):
+        t0 = time.perf_counter()
+        assert _main(*args, "--out", tmp_path / f"timed{i}") == 0
+        durations.append(time.perf_counter() - t0)
+    duration = min(durations)
     rng = np.random.default_rng(0)
     outcomes = []
     for i in range(30):
