@@ -512,7 +512,8 @@ def run_many(
     Returns:
       ``(results, executables_compiled)``: results in the order of ``configs``
       (labelled with ``data.name`` when ``data`` is given), and how many
-      executables were compiled (one per program and device; 0 when cached).
+      programs were built in this process (one per program key, whatever the device
+      count; 0 when already built here).
     """
     if not configs:
         return [], 0

@@ -195,10 +195,10 @@ def run_blocks(
       block_size: runs per block.
       timings: if given, seconds are added to its ``"lower"`` (trace and lower),
         ``"compile"`` (XLA, and copying the code to the other CPU devices) and
-        ``"run"`` entries, and the number of newly compiled programs (an
-        ``init_program`` is counted with its program; on a CPU one per program,
-        on accelerators one per device) to ``"executables"``; ``"devices"`` is set
-        to the number of devices that ran blocks.
+        ``"run"`` entries, and the number of programs newly built in this process
+        (compiled, or loaded from the store; an ``init_program`` is counted with
+        its program, whatever the device count) to ``"executables"``;
+        ``"devices"`` is set to the number of devices that ran blocks.
       executables: ``executables[device][stage]`` for the devices of
         :func:`layout`, already loaded: nothing is traced or compiled, and
         ``program`` and ``init_program`` may be None.
