@@ -572,8 +572,6 @@ def run_sweep(
     """
     import jax
 
-    # None lets the engine choose how many CPU devices pay for their compile.
-    train_devices = devices
     devices = list(jax.local_devices() if devices is None else devices)
     writer = jax.process_index() == 0
     loaded: dict[str, Any] = {}
@@ -620,7 +618,7 @@ def run_sweep(
             [Config(**c) for c in shared["todo"]],
             data,
             out=out if writer else None,
-            devices=train_devices,
+            devices=devices,
             on_group_start=on_group_start if writer else None,
             on_group_done=on_group_done if writer else None,
             check_interrupt=check_interrupt,
