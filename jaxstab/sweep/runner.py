@@ -676,6 +676,10 @@ def _start(
         recorded = True
     except BaseException:
         if lock.held:  # never clean up after another sweep's lock
+            if not recorded and first.state in ("missing", "empty"):
+                # Under the lock, ours: e.g. the write probe that an interrupt cut short,
+                # which would keep parts/ from being removed.
+                store.remove_stale_temps(out)
             lock.release()
             if not recorded:
                 _cleanup_fresh(out, first.state)
