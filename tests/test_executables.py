@@ -11,12 +11,13 @@ import textwrap
 import zlib
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
     import os, sys
-    out, n, cache = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    program_id = sys.argv[4] if len(sys.argv) > 4 else None
+    out, n, cache, program_id, model = sys.argv[1:6]
+    n, program_id = int(n), None if program_id == "-" else program_id
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     import jax, jax.numpy as jnp, numpy as np, optax
     if cache != "off":
@@ -36,22 +37,37 @@ SCRIPT = textwrap.dedent(
 
     x = jax.random.normal(jax.random.key(0), (256, 8))
     y = jnp.argmax(x[:, :4], axis=1)
-    sizes = [8, 32, 32, 4]
     traced = []  # the loss's Python body runs only while jax traces it
+    if model == "mlp":  # jaxstab's own layout
+        init, apply = lambda key, hp: js.init_mlp(key, [8, 32, 32, 4]), js.apply_mlp
+    elif model == "flax":
+        import flax.linen as nn
+        class MLP(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(4)(nn.relu(nn.Dense(32)(nn.relu(nn.Dense(32)(x)))))
+        net = MLP()
+        init, apply = lambda key, hp: net.init(key, x[:1]), net.apply
+    else:  # equinox: the arrays of a module, its static part closed over
+        import equinox as eqx
+        build = lambda key: eqx.nn.MLP(8, 4, 32, 2, key=key)
+        static = eqx.partition(build(jax.random.key(0)), eqx.is_array)[1]
+        init = lambda key, hp: eqx.partition(build(key), eqx.is_array)[0]
+        apply = lambda p, xs: jax.vmap(eqx.combine(p, static))(xs)
 
     def loss(p, b, hp):
         traced.append(1)
-        return js.softmax_cross_entropy(js.apply_mlp(p, b[0]), b[1]).mean()
+        return js.softmax_cross_entropy(apply(p, b[0]), b[1]).mean()
 
     result = engine.train(
-        init=lambda key, hp: js.init_mlp(key, sizes),
+        init=init,
         loss=loss,
         optimizer=lambda hp: optax.sgd(hp["lr"]),
         data=(x, y),
         runs=engine.grid(8, lr=[0.5, 1.0]),  # two blocks: one per device
         steps=40, batch_size=32,
         evaluate=lambda p, d, hp: {
-            "loss": js.softmax_cross_entropy(js.apply_mlp(p, d[0]), d[1]).mean()},
+            "loss": js.softmax_cross_entropy(apply(p, d[0]), d[1]).mean()},
         eval_data=(x, y), eval_every=20, program_id=program_id)
     np.savez(out, compiles=len(compiles), traced=len(traced), devices=result.timings["devices"],
              loss=result.metrics["loss"], grad_norm=result.metrics["grad_norm"],
@@ -60,11 +76,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(tmp_path, name, n_devices, cache, program_id=None):
+def _run(tmp_path, name, n_devices, cache, program_id=None, model="mlp"):
     """Runs SCRIPT in a fresh process: ``(compiles, traces of the loss, devices), numbers``."""
     path = tmp_path / f"{name}.npz"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    args = [str(path), str(n_devices), str(cache), *([program_id] if program_id else [])]
+    args = [str(path), str(n_devices), str(cache), program_id or "-", model]
     subprocess.run([sys.executable, "-c", SCRIPT, *args], check=True, timeout=600, env=env)
     out = dict(np.load(path))
     counts = tuple(int(out.pop(k)) for k in ("compiles", "traced", "devices"))
@@ -137,3 +153,19 @@ def test_a_program_id_skips_tracing_in_a_later_process(tmp_path):
     counts, one = _run(tmp_path, "one-device", 1, cache, "my-mlp-v1")
     assert counts[1] > 0
     _assert_same(one, reference, "one device")
+
+
+# An equinox module's tree does not survive pickling equal (its static fields compare
+# by identity), so its program is not recorded: a later process traces it again, but
+# still loads the compiled code instead of compiling.
+@pytest.mark.parametrize("model,skips_trace", [("flax", True), ("equinox", False)])
+def test_users_models_get_one_compile_and_a_stored_program(tmp_path, model, skips_trace):
+    cache = tmp_path / "cache"
+    counts, reference = _run(tmp_path, "one", 1, "off", model=model)
+    assert counts[1] > 0
+    (compiles, _, used), cold = _run(tmp_path, "cold", 2, cache, f"{model}-v1", model)
+    assert (compiles, used) == (2, 2)  # one compile per stage for both devices
+    _assert_same(cold, reference, f"{model}: two devices, one compile")
+    (compiles, traced, used), warm = _run(tmp_path, "warm", 2, cache, f"{model}-v1", model)
+    assert (compiles, traced == 0, used) == (0, skips_trace, 2)
+    _assert_same(warm, reference, f"{model}: loaded from the store")

@@ -159,8 +159,13 @@ def write_program(key: str, stages: Sequence[tuple[Any, Any, jax.Device]]) -> No
         return
     try:
         record = [(stage_key(lo, opts, d), lo.in_tree, lo.out_tree) for lo, opts, d in stages]
-        if all((store / f"{k}.bin").is_file() for k, _, _ in record):
-            _write(store / f"{key}.program", pickle.dumps(record))
+        blob = pickle.dumps(record)
+        # Only trees that come back equal (an equinox module's does not: its static
+        # fields are compared by identity), else a later call could not match them.
+        if pickle.loads(blob) == record and all(
+            (store / f"{k}.bin").is_file() for k, _, _ in record
+        ):
+            _write(store / f"{key}.program", blob)
     except Exception:
         pass  # not recorded: the next process traces the program again
 
