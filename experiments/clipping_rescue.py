@@ -140,17 +140,22 @@ def base_config(config: ExperimentConfig, *, steps: int, seeds: int) -> Config:
     )
 
 
-def init_gradient_norms(config: ExperimentConfig, data: Dataset) -> np.ndarray:
+def init_gradient_norms(config: ExperimentConfig, data: Dataset) -> tuple[np.ndarray, int]:
     """The pilot: each seed's minibatch gradient norm at init (the norm clipping sees).
 
-    One SGD step per seed; ``grad_norm`` of step 0 is the pre-clip norm at init,
-    with the same init and batch draws as step 0 of the main run's seeds.
+    Plain SGD at the smallest learning rate, trained by the main runs' own program
+    (the same program key: one compile serves the pilot and every arm);
+    ``grad_norm`` of step 0 is the pre-clip norm at init, with the same init and
+    batch draws as step 0 of the main runs' seeds.
+
+    Returns:
+      ``(norms, programs)``: ``[pilot_seeds]`` float64 norms, and the programs compiled.
     """
     pilot = dataclasses.replace(
-        base_config(config, steps=1, seeds=config.pilot_seeds), lr=config.lr_min
+        base_config(config, steps=config.steps, seeds=config.pilot_seeds), lr=config.lr_min
     )
-    (result,), _ = run_many([pilot], data)
-    return np.asarray(result.grad_norm[:, 0], np.float64)
+    (result,), programs = run_many([pilot], data)
+    return np.asarray(result.grad_norm[:, 0], np.float64), programs
 
 
 def engine_configs(config: ExperimentConfig, median_norm: float) -> dict[str, list[Config]]:
@@ -380,11 +385,9 @@ def step_bound(config: ExperimentConfig, data: Dataset, lr: float, tau: float) -
     sizes = [data.d_in, *[config.width] * config.depth, data.d_out]
     weight_init = js.variance_scaling(config.sigma_w2, "fan_in", "normal")
     init_key = jax.random.split(jax.random.key(config.seed))[0]
-    nets = [
-        js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=weight_init)
-        for s in range(config.seeds)
-    ]
-    params = jax.tree.map(lambda *a: np.stack(a), *nets)
+    # One program draws every seed's net (eager draws compile once per shape).
+    net = lambda s: js.init_mlp(jax.random.fold_in(init_key, s), sizes, weight_init=weight_init)
+    params = jax.device_get(_common.jit_once(jax.vmap(net))(jnp.arange(config.seeds)))
     task = _bound_task(config.activation)
     moved, norm, clipped = [], [], []
     for t in range(config.bound_steps):
@@ -417,7 +420,7 @@ def step_bound(config: ExperimentConfig, data: Dataset, lr: float, tau: float) -
     # two close parameter vectors is then exact), and a norm of N entries carries a
     # relative error of order sqrt(N) eps.
     eps = float(np.finfo(np.float32).eps)
-    n_params = sum(leaf.size for leaf in jax.tree.leaves(nets[0]))
+    n_params = sum(leaf[0].size for leaf in jax.tree.leaves(params))
     rounding = eps / 2 * float(np.max(norm)) / bound + math.sqrt(n_params) * eps
     return {
         "lr": lr,
@@ -601,11 +604,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _common.parse_args(NAME, __doc__, argv)
     config = get_config(args.quick)
     data = load_digits()
-    norms = init_gradient_norms(config, data)
+    norms, pilot_programs = init_gradient_norms(config, data)
     median_norm = float(np.median(norms))
     configs = engine_configs(config, median_norm)
     flat = [c for cs in configs.values() for c in cs]
     results, programs = run_many(flat, data)
+    programs += pilot_programs
     by_arm, start = {}, 0
     for arm, cs in configs.items():
         by_arm[arm], start = results[start : start + len(cs)], start + len(cs)

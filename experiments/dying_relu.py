@@ -184,7 +184,7 @@ def _program(width: int, depth: int, chunk: int) -> Any:
         out = jax.lax.map(one_chunk, keys_CxK)
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
-    return jax.jit(run)
+    return _common.jit_once(run)
 
 
 def monte_carlo(

@@ -292,7 +292,7 @@ def _init_program(width: int, d_in: int, chunk: int) -> Any:
     def run(key: jax.Array, x: jax.Array, depth: jax.Array, mid: jax.Array, ids: jax.Array) -> Any:
         return jax.lax.map(lambda c: one_chunk(jax.random.fold_in(key, c), x, depth, mid), ids)
 
-    return jax.jit(run)
+    return _common.jit_once(run)
 
 
 def simulate(

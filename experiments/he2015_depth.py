@@ -253,7 +253,7 @@ def init_profiles(
         return jnp.mean(q_input, axis=-1), log_ratio
 
     keys = jax.random.split(key, nets)
-    q, log_ratio = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=min(nets, 64)))(keys)
+    q, log_ratio = _common.jit_once(lambda ks: jax.lax.map(one, ks, batch_size=min(nets, 64)))(keys)
     return np.asarray(q, np.float64), np.asarray(log_ratio, np.float64)
 
 

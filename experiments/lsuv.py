@@ -247,7 +247,7 @@ def initial_params(
 
     # lax.map, not vmap: one net at a time keeps LSUV's while loops unbatched (a vmapped
     # batch of them deadlocked XLA:CPU here; see the module's notes).
-    program = jax.jit(lambda seeds, hp: jax.lax.map(lambda s: one(s, hp), seeds))
+    program = _common.jit_once(lambda seeds, hp: jax.lax.map(lambda s: one(s, hp), seeds))
     params, variance = [], np.empty((runs["seed"].size, depth))
     for a, arm in enumerate(ARMS):
         idx = np.flatnonzero(runs["arm"] == a)

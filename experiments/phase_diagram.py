@@ -374,7 +374,7 @@ def percentile_interval(samples: np.ndarray) -> list[float] | None:
 ABOVE = 0.99
 
 
-@functools.partial(jax.jit, static_argnames=("width", "depth", "networks"))
+@functools.partial(_common.jit_once, static_argnames=("width", "depth", "networks"))
 def _correlation_traces(
     key: jax.Array,
     sigma_w2: jax.Array,
@@ -649,9 +649,12 @@ def summarize(cfg: ExperimentConfig, runs: dict[str, Any], mc: dict[str, Any]) -
     depths = np.asarray(cfg.depths)
     lo, hi = min(min(cfg.sigma_w2), min(cfg.mc_sigma_w2)), max(max(cfg.sigma_w2), 4.0)
     fine = np.linspace(lo, hi, cfg.theory_points)
-    th_cells = theory_curves(sw, cfg.sigma_b2)
-    th_fine = theory_curves(fine, cfg.sigma_b2)
-    th_mc = theory_curves(np.asarray(cfg.mc_sigma_w2), cfg.sigma_b2)
+    # One call for the three grids: each shape would compile the theory's programs anew.
+    grids = [sw, fine, np.asarray(cfg.mc_sigma_w2, np.float64)]
+    curves = theory_curves(np.concatenate(grids), cfg.sigma_b2)
+    ends = np.cumsum([len(g) for g in grids])[:-1]
+    parts = {k: np.split(v, ends) for k, v in curves.items()}
+    th_cells, th_fine, th_mc = ({k: v[i] for k, v in parts.items()} for i in range(3))
     with jax.enable_x64(True):
         critical = float(theory.critical_sigma_w2("tanh", cfg.sigma_b2))
     xi = th_cells["xi_c"]

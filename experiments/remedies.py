@@ -355,7 +355,7 @@ def _init_program(sizes: tuple[int, ...], chunk: int) -> Any:
         out = jax.lax.map(one_chunk, keys)
         return jax.tree.map(lambda a: a.reshape(-1), out)
 
-    return jax.jit(run)
+    return _common.jit_once(run)
 
 
 def init_death(

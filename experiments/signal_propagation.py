@@ -294,7 +294,7 @@ def _profile_program(activation: str, width: int, depth: int, d_out: int) -> Any
     def run(keys: jax.Array, sw2: jax.Array, sb2: jax.Array, x: jax.Array, y: jax.Array) -> Any:
         return jax.lax.map(lambda k: one(k, sw2, sb2, x, y), keys)
 
-    return jax.jit(run)
+    return _common.jit_once(run)
 
 
 @functools.cache
@@ -310,7 +310,7 @@ def _jacobian_program(activation: str, width: int, depth: int, d_out: int, ortho
     def run(keys: jax.Array, sw2: jax.Array, sb2: jax.Array, x: jax.Array) -> jax.Array:
         return jax.lax.map(lambda k: one(k, sw2, sb2, x), keys)
 
-    return jax.jit(run)
+    return _common.jit_once(run)
 
 
 def _chunked(program: Any, keys: jax.Array, chunk: int, *args: Any) -> Any:
