@@ -797,7 +797,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _common.parse_args(NAME, __doc__, argv)
     config = get_config(args.quick)
     data = load_digits()
-    results, programs = run_many(engine_configs(config), data)
+    # No per-layer statistics: they are not used here, and cost compile time.
+    results, programs = run_many(engine_configs(config), data, layer_stats=False)
     measured = summarize_training(results, config)
     measured["programs_compiled"] = programs
     q, measured["signal"] = measure_signal(config, data)

@@ -223,7 +223,7 @@ class Result(NamedTuple):
     test_accuracy: np.ndarray  # [seeds, evals]
     diverged: np.ndarray  # [seeds] bool: the loss or gradient turned non-finite.
     diverged_step: np.ndarray  # [seeds] int: the first non-finite step, -1 if none.
-    layer_stats: dict[str, np.ndarray]  # "{init,final}/{field}" -> [seeds, depth]
+    layer_stats: dict[str, np.ndarray]  # "{init,final}/{field}" -> [seeds, depth]; {} if off.
 
 
 # --- the MLP task: init, loss, optimizer, evaluate, inspect over traced hparams ---
@@ -434,6 +434,7 @@ def run_group(
     *,
     devices: Sequence[jax.Device] | None = None,
     timings: dict[str, float] | None = None,
+    layer_stats: bool = True,
 ) -> list[Result]:
     """Trains configs of one program key as one engine call; their results in order."""
     key = configs[0].program_key
@@ -457,7 +458,7 @@ def run_group(
         evaluate=task.evaluate,
         eval_data=eval_data,
         eval_every=c0.eval_every,
-        inspect=task.inspect,
+        inspect=task.inspect if layer_stats else None,
         devices=devices,
         program_id=_program_id(key, sizes),
     )
@@ -498,6 +499,7 @@ def run_many(
     on_group_done: Callable[[list[Result]], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
     timings: dict[str, float] | None = None,
+    layer_stats: bool = True,
 ) -> tuple[list[Result], int]:
     """Trains every config, one engine call per program key.
 
@@ -508,6 +510,10 @@ def run_many(
       devices: this process's devices to spread the runs over; default all.
       timings: if given, accumulates the engine's ``check``/``lower``/``compile``/``run``
         seconds.
+      layer_stats: measure the per-layer statistics at init and at the end
+        (:attr:`Result.layer_stats`; ``{}`` without). They are about a third of
+        a program's compile time; the training and evaluations are the same
+        bits either way (``tests/test_experiment.py``).
 
     Returns:
       ``(results, executables_compiled)``: results in the order of ``configs``
@@ -528,7 +534,7 @@ def run_many(
     by_config: dict[Config, Result] = {}
     clock: dict[str, float] = {}
     for group in group_configs(configs):
-        results = run_group(group, data, devices=devices, timings=clock)
+        results = run_group(group, data, devices=devices, timings=clock, layer_stats=layer_stats)
         by_config.update({r.config: r for r in results})
         if on_group_done is not None:
             on_group_done(results)

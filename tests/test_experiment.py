@@ -70,6 +70,22 @@ def test_divergence_of_some_runs_leaves_the_others_untouched():
     np.testing.assert_array_equal(r_safe.train_loss, E.run(safe, DATA).train_loss)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_without_layer_stats_the_same_training_bits(activation):
+    """Leaving out the per-layer statistics builds a smaller program; what both
+    measure (steps, evaluations, divergence) is bit-identical."""
+    config = E.Config(**{**BASE, "depth": 4, "activation": activation, "clip": 1.0})
+    (full,), _ = E.run_many([config], DATA)
+    (lean,), compiled = E.run_many([config], DATA, layer_stats=False)
+    assert compiled == 1 and lean.layer_stats == {} and full.layer_stats
+    for field in _measured_fields():
+        np.testing.assert_array_equal(getattr(lean, field), getattr(full, field), err_msg=field)
+
+
+def _measured_fields() -> list[str]:
+    return [f for f in E.Result._fields if f not in ("config", "layer_stats")]
+
+
 def test_seeds_added_later_equal_seeds_run_together():
     together = E.run(E.Config(**{**BASE, "seeds": 5}), DATA)
     later = E.run(E.Config(**{**BASE, "seeds": 2, "first_seed": 3}), DATA)
