@@ -76,8 +76,8 @@ def test_without_layer_stats_the_same_training_bits(activation):
     measure (steps, evaluations, divergence) is bit-identical."""
     config = E.Config(**{**BASE, "depth": 4, "activation": activation, "clip": 1.0})
     (full,), _ = E.run_many([config], DATA)
-    (lean,), compiled = E.run_many([config], DATA, layer_stats=False)
-    assert compiled == 1 and lean.layer_stats == {} and full.layer_stats
+    (lean,), _ = E.run_many([config], DATA, layer_stats=False)
+    assert lean.layer_stats == {} and full.layer_stats
     for field in _measured_fields():
         np.testing.assert_array_equal(getattr(lean, field), getattr(full, field), err_msg=field)
 
