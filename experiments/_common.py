@@ -29,6 +29,7 @@ from jaxstab.sweep import save_figure, write_text
 #: (a vmapped draw of four depth-6 nets: 0.94 s against 5.5 s) and runs these
 #: programs as fast. The float rounding may differ from the default level's in the
 #: last bits, so a program keeps one level: its numbers stay a function of its inputs.
+#: The engine compiles its init programs the same way (``jaxstab.engine._blocks.INIT_OPTIONS``).
 ONCE = {"xla_backend_optimization_level": 1}
 
 
